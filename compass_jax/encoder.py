@@ -1,0 +1,158 @@
+"""`Encoder`: texts in, normalised float32 embeddings out, for a model directory.
+
+Batches are sorted by token length and padded to a small fixed set of shapes (`bucket_lengths`),
+so XLA compiles a handful of programs instead of one per batch, and padding stays small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from compass_jax.config import ModelConfig
+from compass_jax.embedding import embed
+from compass_jax.interop.load import load_hf
+from compass_jax.interop.st_package import EmbedderSettings, read_settings
+from compass_jax.interop.tokenizer import load_tokenizer
+
+
+def bucket_lengths(max_length: int, smallest: int = 16) -> tuple[int, ...]:
+    """Powers of two from `smallest` up to `max_length`, and `max_length` itself."""
+    lengths = []
+    length = smallest
+    while length < max_length:
+        lengths.append(length)
+        length *= 2
+    return (*lengths, max_length)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    rows: np.ndarray  # indices into the input texts
+    input_ids: np.ndarray  # [batch_size, bucket], padded rows beyond len(rows)
+    attention_mask: np.ndarray
+
+
+def make_batches(
+    token_ids: Sequence[Sequence[int]],
+    *,
+    batch_size: int,
+    buckets: Sequence[int],
+    pad_id: int,
+    padding_side: str = "right",
+) -> Iterator[Batch]:
+    """Length-sorted, bucket-padded batches of exactly `batch_size` rows (the last one is
+    filled with empty rows, so every batch has one of `len(buckets)` shapes)."""
+    order = np.argsort([-len(ids) for ids in token_ids], kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        longest = max(len(token_ids[r]) for r in rows)
+        bucket = next(b for b in buckets if b >= longest)
+        ids = np.full((batch_size, bucket), pad_id, np.int32)
+        mask = np.zeros((batch_size, bucket), np.int32)
+        for i, r in enumerate(rows):
+            seq = token_ids[r]
+            span = (
+                slice(bucket - len(seq), bucket) if padding_side == "left" else slice(0, len(seq))
+            )
+            ids[i, span] = seq
+            mask[i, span] = 1
+        yield Batch(rows, ids, mask)
+
+
+@dataclasses.dataclass
+class Encoder:
+    cfg: ModelConfig
+    params: Any
+    tokenizer: Any
+    settings: EmbedderSettings
+    path: str = ""
+
+    @classmethod
+    def load(cls, model: str | os.PathLike | None = None, *, dtype: str = "float32") -> Encoder:
+        """An encoder for a model directory or a known name (None: the default model)."""
+        from compass_jax.resolve import resolve_model
+
+        path = resolve_model(model)
+        cfg, params = load_hf(path, dtype=dtype)
+        tokenizer = load_tokenizer(path)
+        settings = read_settings(
+            path, cfg.arch, default_max_length=min(tokenizer.model_max_length, 8192)
+        )
+        # Inference keeps weights in the compute dtype: half the memory traffic in bf16.
+        params = jax.device_put(jax.tree.map(lambda x: jnp.asarray(x, dtype), params))
+        return cls(cfg, params, tokenizer, settings, str(path))
+
+    @property
+    def dim(self) -> int:
+        return self.cfg.hidden_size
+
+    def tokenize(self, texts: Sequence[str], prompt: str | None = None, max_length=None):
+        prefix = self.settings.prompt_text(prompt)
+        max_length = min(max_length or self.settings.max_length, self.settings.max_length)
+        encoded = self.tokenizer(
+            [prefix + t for t in texts], truncation=True, max_length=max_length
+        )
+        return encoded["input_ids"], max_length
+
+    @functools.cached_property
+    def _embed_fn(self):
+        s = self.settings
+        return jax.jit(
+            lambda params, ids, mask, dim: embed(
+                self.cfg, params, ids, mask, pooling=s.pooling, normalize=s.normalize, dim=dim
+            ),
+            static_argnums=3,
+        )
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        prompt: str | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        dim: int | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """`[len(texts), dim]` float32 embeddings in input order (L2-normalised when the model
+        normalises)."""
+        if dim is not None and not 0 < dim <= self.dim:
+            raise ValueError(f"--dim must be in 1..{self.dim}, got {dim}")
+        width = dim or self.dim
+        out = np.zeros((len(texts), width), np.float32)
+        if not texts:
+            return out
+        token_ids, max_length = self.tokenize(texts, prompt, max_length)
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = pad_id if pad_id is not None else (self.cfg.pad_token_id or 0)
+        batches = make_batches(
+            token_ids,
+            batch_size=batch_size,
+            buckets=bucket_lengths(max_length),
+            pad_id=pad_id,
+            padding_side=self.tokenizer.padding_side,
+        )
+        bar = tqdm(total=len(texts), unit="text", disable=not progress, desc="embed")
+        pending = None  # one batch in flight: the host pads the next while the device runs
+        for batch in batches:
+            result = self._embed_fn(self.params, batch.input_ids, batch.attention_mask, dim)
+            if pending is not None:
+                self._collect(out, *pending, bar)
+            pending = (batch.rows, result)
+        self._collect(out, *pending, bar)
+        bar.close()
+        return out
+
+    @staticmethod
+    def _collect(out, rows, result, bar):
+        out[rows] = np.asarray(result)[: len(rows)]
+        bar.update(len(rows))

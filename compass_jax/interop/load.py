@@ -1,0 +1,85 @@
+"""`load_hf`: a local Hugging Face directory -> (ModelConfig, float32 params)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from compass_jax import models, tree
+from compass_jax.config import ModelConfig, read_hf_config
+from compass_jax.interop.keymap import relayout, rules_for, strip_prefix
+from compass_jax.interop.safetensors_io import iter_tensors
+
+
+class CheckpointError(ValueError):
+    """Every problem found while loading a checkpoint, reported together."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        listing = "\n  ".join(problems)
+        super().__init__(
+            f"{source}: {len(problems)} problem(s) loading the checkpoint:\n  {listing}"
+        )
+
+
+def load_params(model_dir: str | os.PathLike, cfg: ModelConfig) -> dict[str, Any]:
+    """Read the safetensors weights of `model_dir` into params for `cfg` (numpy, float32).
+
+    Each checkpoint key must match exactly one rule of the architecture's key table, and every
+    tensor must have the shape of the abstract skeleton; all failures are collected and raised
+    together so one run shows everything that is wrong.
+    """
+    model_dir = os.fspath(model_dir)
+    rules = rules_for(cfg.arch, attention_bias=cfg.attention_bias)
+    skeleton = tree.flatten(models.abstract_params(cfg))
+    params: dict[str, np.ndarray] = {}
+    problems: list[str] = []
+    for key, st in iter_tensors(model_dir):
+        name = strip_prefix(cfg.arch, key)
+        hits = [(rule, m) for rule in rules if (m := rule.match_hf(name)) is not None]
+        if len(hits) != 1:
+            what = "matches no rule" if not hits else f"matches {len(hits)} rules"
+            problems.append(
+                f"{os.path.basename(st.path)}: key {key!r} {what} of the {cfg.arch} table"
+            )
+            continue
+        rule, groups = hits[0]
+        if rule.path is None:
+            continue
+        path = rule.path.format(**groups)
+        if path not in skeleton:
+            problems.append(f"key {key!r} -> {path!r}: no such parameter for this config")
+            continue
+        array = relayout(rule.transform, st.read(key))
+        expected = tuple(skeleton[path].shape)
+        if array.shape != expected:
+            problems.append(
+                f"key {key!r} -> {path!r}: shape {tuple(array.shape)} (after {rule.transform}), "
+                f"expected {expected}"
+            )
+            continue
+        if path in params:
+            problems.append(f"key {key!r} -> {path!r}: parameter already loaded from another key")
+            continue
+        params[path] = np.asarray(array, dtype=np.float32)
+    missing = [p for p in skeleton if p not in params]
+    if missing:
+        problems.append(
+            f"missing parameters ({len(missing)}): {missing[:8]}{' ...' * (len(missing) > 8)}"
+        )
+    if problems:
+        raise CheckpointError(model_dir, problems)
+    return tree.unflatten({p: params[p] for p in skeleton})
+
+
+def load_hf(model_dir: str | os.PathLike, **config_overrides: Any) -> tuple[ModelConfig, dict]:
+    """`(config, params)` from a local HF directory (`config.json` + safetensors weights).
+
+    `config_overrides` replace `ModelConfig` fields, e.g. `dtype="bfloat16"`.
+    """
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"{model_dir}: not a directory")
+    cfg = read_hf_config(model_dir, **config_overrides)
+    return cfg, load_params(model_dir, cfg)

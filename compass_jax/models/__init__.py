@@ -1,0 +1,83 @@
+"""Pure-functional encoders: `init(cfg, key) -> params` and `apply(cfg, params, ...)`.
+
+This is the only package that imports Flax. Modules are NNX classes holding parameters only;
+outside this package a model is its `ModelConfig` plus a nested dict of arrays whose dotted paths
+(`layers.3.attn.q_proj.kernel`) are what every rule table matches. `apply` rebuilds the module
+inside the traced function, so it composes with `jax.jit`, `jax.grad`, `jax.vjp` and shardings
+like any other pure function.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+from flax import nnx
+from jaxtyping import Array, Bool, Float, Int
+
+from compass_jax.config import ModelConfig
+from compass_jax.models.bert import Bert
+from compass_jax.models.qwen3 import Qwen3
+
+Params = dict[str, Any]
+
+_ARCH_MODULES = {"bert": Bert, "xlm-roberta": Bert, "qwen3": Qwen3}
+
+
+def _module(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
+    return _ARCH_MODULES[cfg.arch](cfg, rngs=rngs)
+
+
+def _string_keys(tree: Any) -> Any:
+    """NNX names list entries by int; params use strings so paths read `layers.3....`."""
+    if isinstance(tree, dict):
+        return {str(k): _string_keys(v) for k, v in tree.items()}
+    return tree
+
+
+def _nnx_keys(params: Any, template: Any, path: str = "") -> Any:
+    """Re-key `params` like NNX's `template`, with an error naming the first path that differs."""
+    if not isinstance(template, dict):
+        return params
+    if not isinstance(params, dict):
+        raise ValueError(f"params: expected a dict at {path or '<root>'}")
+    expected = {str(k): k for k in template}
+    if set(expected) != set(params):
+        missing = sorted(set(expected) - set(params))
+        extra = sorted(set(params) - set(expected))
+        raise ValueError(f"params at {path or '<root>'}: missing {missing}, unexpected {extra}")
+    return {expected[k]: _nnx_keys(params[k], template[expected[k]], f"{path}{k}.") for k in params}
+
+
+@functools.lru_cache(maxsize=64)
+def _graph(cfg: ModelConfig) -> tuple[nnx.GraphDef, Any]:
+    """The module's graph definition and abstract pure-dict state, traced once per config."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: _module(cfg, nnx.Rngs(0))))
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def init(cfg: ModelConfig, key: jax.Array) -> Params:
+    """Random float32 params for `cfg` (std 0.02 normal kernels, unit norms, zero biases)."""
+    graphdef_state = nnx.split(_module(cfg, nnx.Rngs(params=key)))[1]
+    return _string_keys(nnx.to_pure_dict(graphdef_state))
+
+
+def abstract_params(cfg: ModelConfig) -> Params:
+    """`jax.ShapeDtypeStruct` leaves with the structure of `init(cfg, key)`, nothing allocated."""
+    return _string_keys(_graph(cfg)[1])
+
+
+def apply(
+    cfg: ModelConfig,
+    params: Params,
+    input_ids: Int[Array, "b l"],
+    attention_mask: Bool[Array, "b l"] | Int[Array, "b l"],
+    *,
+    dropout_key: jax.Array | None = None,
+) -> Float[Array, "b l d"]:
+    """Final hidden states in `cfg.dtype`. Dropout runs only when `dropout_key` is given."""
+    graphdef, template = _graph(cfg)
+    state = nnx.State(_nnx_keys(params, template))
+    model = nnx.merge(graphdef, state)
+    return model(input_ids, attention_mask.astype(bool), dropout_key)

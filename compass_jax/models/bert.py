@@ -1,0 +1,83 @@
+"""BERT and XLM-RoBERTa encoders (post-LayerNorm, learned absolute positions).
+
+XLM-R differs only in its position ids: they count non-padding tokens and start after
+`padding_idx`, so position `pad_token_id + 1` is the first real token.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Bool, Float, Int
+
+from compass_jax.config import ModelConfig
+from compass_jax.models.attention import SelfAttention
+from compass_jax.models.layers import Dense, Embed, LayerNorm, activation, dropout
+
+
+class Embeddings(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        d = cfg.hidden_size
+        self.token = Embed(cfg.vocab_size, d, rngs=rngs)
+        self.position = Embed(cfg.max_position_embeddings, d, rngs=rngs)
+        self.token_type = Embed(max(cfg.type_vocab_size, 1), d, rngs=rngs)
+        self.norm = LayerNorm(d, eps=cfg.norm_eps)
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.up_proj = Dense(cfg.hidden_size, cfg.intermediate_size, use_bias=True, rngs=rngs)
+        self.down_proj = Dense(cfg.intermediate_size, cfg.hidden_size, use_bias=True, rngs=rngs)
+        self.act = cfg.hidden_act
+
+    def __call__(self, x: Float[Array, "b l d"]) -> Float[Array, "b l d"]:
+        return self.down_proj(activation(self.act, self.up_proj(x)))
+
+
+class Layer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.attn = SelfAttention(cfg, rngs=rngs)
+        self.attn_norm = LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.mlp = MLP(cfg, rngs=rngs)
+        self.mlp_norm = LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.rate = cfg.hidden_dropout
+
+    def __call__(self, x, mask, key):
+        k1, k2 = jax.random.split(key) if key is not None else (None, None)
+        x = self.attn_norm(x + dropout(self.attn(x, mask), self.rate, k1))
+        return self.mlp_norm(x + dropout(self.mlp(x), self.rate, k2))
+
+
+class Bert(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.embeddings = Embeddings(cfg, rngs=rngs)
+        self.layers = nnx.List([Layer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.cfg = cfg
+
+    def __call__(
+        self,
+        input_ids: Int[Array, "b l"],
+        attention_mask: Bool[Array, "b l"],
+        dropout_key: jax.Array | None = None,
+    ) -> Float[Array, "b l d"]:
+        cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+        emb = self.embeddings
+        x = emb.token(input_ids, dtype) + emb.position(self.position_ids(input_ids), dtype)
+        x = emb.norm(x + emb.token_type(jnp.zeros_like(input_ids), dtype))
+        keys = [None] * (cfg.num_layers + 1)
+        if dropout_key is not None:
+            keys = list(jax.random.split(dropout_key, cfg.num_layers + 1))
+        x = dropout(x, cfg.hidden_dropout, keys[0])
+        for layer, key in zip(self.layers, keys[1:], strict=True):
+            x = layer(x, attention_mask, key)
+        return x
+
+    def position_ids(self, input_ids: Int[Array, "b l"]) -> Int[Array, "b l"]:
+        length = input_ids.shape[1]
+        if self.cfg.arch != "xlm-roberta":
+            return jnp.broadcast_to(jnp.arange(length), input_ids.shape)
+        # As HF's create_position_ids_from_input_ids: from the ids, not the attention mask.
+        pad = self.cfg.pad_token_id
+        real = (input_ids != pad).astype(jnp.int32)
+        return jnp.cumsum(real, axis=1) * real + pad

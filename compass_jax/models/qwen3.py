@@ -1,0 +1,68 @@
+"""Qwen3 decoder backbone as an embedder (pre-RMSNorm, GQA, q/k norms, RoPE, SwiGLU)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Bool, Float, Int
+
+from compass_jax.config import ModelConfig
+from compass_jax.models.attention import SelfAttention
+from compass_jax.models.layers import Dense, Embed, RMSNorm, dropout, rope_tables
+
+
+class Embeddings(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.token = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs)
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        d, f = cfg.hidden_size, cfg.intermediate_size
+        self.gate_proj = Dense(d, f, use_bias=False, rngs=rngs)
+        self.up_proj = Dense(d, f, use_bias=False, rngs=rngs)
+        self.down_proj = Dense(f, d, use_bias=False, rngs=rngs)
+
+    def __call__(self, x: Float[Array, "b l d"]) -> Float[Array, "b l d"]:
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Layer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.attn_norm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.attn = SelfAttention(cfg, rngs=rngs)
+        self.mlp_norm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.mlp = MLP(cfg, rngs=rngs)
+        self.rate = cfg.hidden_dropout
+
+    def __call__(self, x, mask, rope, key):
+        k1, k2 = jax.random.split(key) if key is not None else (None, None)
+        x = x + dropout(self.attn(self.attn_norm(x), mask, rope), self.rate, k1)
+        return x + dropout(self.mlp(self.mlp_norm(x)), self.rate, k2)
+
+
+class Qwen3(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.embeddings = Embeddings(cfg, rngs=rngs)
+        self.layers = nnx.List([Layer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.final_norm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.cfg = cfg
+
+    def __call__(
+        self,
+        input_ids: Int[Array, "b l"],
+        attention_mask: Bool[Array, "b l"],
+        dropout_key: jax.Array | None = None,
+    ) -> Float[Array, "b l d"]:
+        cfg = self.cfg
+        x = self.embeddings.token(input_ids, jnp.dtype(cfg.dtype))
+        # Positions 0..l-1 whatever the padding, as HF does without explicit position ids;
+        # RoPE scores depend only on offsets, so left padding changes nothing for real tokens.
+        rope = rope_tables(input_ids.shape[1], cfg.head_dim, cfg.rope_theta)
+        keys = [None] * cfg.num_layers
+        if dropout_key is not None:
+            keys = list(jax.random.split(dropout_key, cfg.num_layers))
+        for layer, key in zip(self.layers, keys, strict=True):
+            x = layer(x, attention_mask, rope, key)
+        return self.final_norm(x)
