@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 
 from compass_jax.config import ModelConfig
 from compass_jax.embedding import embed
-from compass_jax.interop.load import load_hf
 from compass_jax.interop.st_package import EmbedderSettings, read_settings
 from compass_jax.interop.tokenizer import load_tokenizer
+from compass_jax.resolve import load_model
 
 
 def bucket_lengths(max_length: int, smallest: int = 16) -> tuple[int, ...]:
@@ -79,10 +79,7 @@ class Encoder:
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, *, dtype: str = "float32") -> Encoder:
         """An encoder for a model directory or a known name (None: the default model)."""
-        from compass_jax.resolve import resolve_model
-
-        path = resolve_model(model)
-        cfg, params = load_hf(path, dtype=dtype)
+        cfg, params, path = load_model(model, dtype=dtype)
         tokenizer = load_tokenizer(path)
         settings = read_settings(
             path, cfg.arch, default_max_length=min(tokenizer.model_max_length, 8192)

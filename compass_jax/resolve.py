@@ -68,6 +68,16 @@ def resolve_model(model: str | os.PathLike | None) -> pathlib.Path:
     )
 
 
+def load_model(model: str | os.PathLike | None, **config_overrides):
+    """`(config, params, model_dir)` for any model argument; `model_dir` holds the tokenizer and
+    sentence-transformers files that go with the params."""
+    from compass_jax.interop.load import load_hf
+
+    model_dir = resolve_model(model)
+    cfg, params = load_hf(model_dir, **config_overrides)
+    return cfg, params, model_dir
+
+
 def _from_hub(repo_id: str) -> pathlib.Path:
     """Download a hub model's safetensors, configs and tokenizer (needs a network)."""
     from huggingface_hub import snapshot_download

@@ -1,0 +1,161 @@
+"""CAM-InfoNCE: the tiled and sharded forms against the reference, and the reference against an
+independent numpy computation from hand-listed masks."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from compass_jax import sharding
+from compass_jax.losses import (
+    ContrastiveBatch,
+    LossSettings,
+    cam_infonce,
+    cam_infonce_sharded,
+    cam_infonce_tiled,
+)
+
+
+def random_batch(b=16, h=2, d=8, seed=0, n_labels=3):
+    rng = np.random.default_rng(seed)
+    unit = lambda *s: (x := rng.normal(size=(*s, d))) / np.linalg.norm(x, axis=-1, keepdims=True)
+    label = rng.integers(-1, n_labels, b)
+    positive_hash = rng.integers(0, 2**31, b)
+    positive_hash[3] = positive_hash[5]  # a duplicate positive text
+    negative_hash = rng.integers(0, 2**31, (b, h))
+    negative_hash[1, 0] = positive_hash[2]  # a hard negative equal to another's positive
+    negative_mask = rng.random((b, h)) > 0.3  # any number of negatives, including none
+    negative_mask[0] = False
+    return ContrastiveBatch(
+        query=jnp.asarray(unit(b), jnp.float32),
+        positive=jnp.asarray(unit(b), jnp.float32),
+        negatives=jnp.asarray(unit(b, h), jnp.float32),
+        negative_mask=jnp.asarray(negative_mask),
+        label=jnp.asarray(label, jnp.int32),
+        negative_label=jnp.asarray(rng.integers(-1, n_labels, (b, h)), jnp.int32),
+        query_hash=jnp.asarray(rng.integers(0, 2**31, b), jnp.int32),
+        positive_hash=jnp.asarray(positive_hash, jnp.int32),
+        negative_hash=jnp.asarray(negative_hash, jnp.int32),
+    )
+
+
+SETTINGS = {
+    "plain": LossSettings(class_mask=False, duplicate_mask=False),
+    "cam": LossSettings(),
+    "cam-margin": LossSettings(margin=0.05, temperature=0.05),
+    "cam-qq-symmetric": LossSettings(query_query=True, symmetric=True),
+}
+EMB_FIELDS = ("query", "positive", "negatives")
+
+
+def _loss_and_grads(fn, batch):
+    def loss(embs):
+        return fn(dataclasses.replace(batch, **dict(zip(EMB_FIELDS, embs, strict=True))))
+
+    embs = tuple(getattr(batch, f) for f in EMB_FIELDS)
+    (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(embs)
+    return value, metrics, grads
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_tiled_equals_reference_in_value_and_gradient(name):
+    settings, batch = SETTINGS[name], random_batch()
+    ref = _loss_and_grads(lambda b: cam_infonce(b, settings), batch)
+    tiled = _loss_and_grads(lambda b: cam_infonce_tiled(b, settings, block=(4, 8)), batch)
+    np.testing.assert_allclose(tiled[0], ref[0], atol=1e-5, rtol=0)
+    for g_tiled, g_ref in zip(tiled[2], ref[2], strict=True):
+        np.testing.assert_allclose(g_tiled, g_ref, atol=1e-5, rtol=0)
+    for key in ref[1]:
+        np.testing.assert_allclose(tiled[1][key], ref[1][key], atol=1e-5, rtol=1e-6, err_msg=key)
+    assert float(jnp.abs(jnp.concatenate([g.ravel() for g in ref[2]])).max()) > 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_sharded_on_8_devices_equals_reference(name):
+    settings, batch = SETTINGS[name], random_batch()
+    mesh = sharding.make_mesh(2, 4)
+    placed = jax.device_put(batch, sharding.batch_sharding(mesh))
+    fn = jax.jit(lambda b: cam_infonce_sharded(b, settings, mesh, block=(2, 8)))
+    ref = _loss_and_grads(lambda b: cam_infonce(b, settings), batch)
+    out = _loss_and_grads(fn, placed)
+    np.testing.assert_allclose(out[0], ref[0], atol=1e-5, rtol=0)
+    for g_out, g_ref in zip(out[2], ref[2], strict=True):
+        np.testing.assert_allclose(g_out, g_ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out[1]["masked_class"], ref[1]["masked_class"], atol=1e-7)
+
+
+def _hand_example():
+    """4 examples, 1 hard negative slot each; candidates are [d0..d3, n0..n3].
+
+    labels: 0, 0, -1, 1 -> query 0 and 1 share a class: d1 is masked for q0, d0 for q1, and
+    their hard negatives carry labels (n1 has label 0: masked for q0; n0 has label 1: masked for
+    q3). Duplicate: n2 has the text of d3 -> masked for q3. Padded negative: n1 is absent.
+    """
+    rng = np.random.default_rng(1)
+    e = rng.normal(size=(12, 6))
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    batch = ContrastiveBatch(
+        query=jnp.asarray(e[:4], jnp.float32),
+        positive=jnp.asarray(e[4:8], jnp.float32),
+        negatives=jnp.asarray(e[8:12, None], jnp.float32),
+        negative_mask=jnp.asarray([[True], [False], [True], [True]]),
+        label=jnp.asarray([0, 0, -1, 1], jnp.int32),
+        negative_label=jnp.asarray([[1], [0], [-1], [-1]], jnp.int32),
+        query_hash=jnp.asarray([100, 101, 102, 103], jnp.int32),
+        positive_hash=jnp.asarray([200, 201, 202, 203], jnp.int32),
+        negative_hash=jnp.asarray([[300], [301], [203], [303]], jnp.int32),
+    )
+    # (query, candidate) pairs removed, candidates numbered d0..d3 = 0..3, n0..n3 = 4..7.
+    class_masked = {(0, 1), (1, 0), (3, 4)}
+    dup_masked = {(3, 6)}
+    absent = {(i, 5) for i in range(4)}
+    return batch, e, class_masked, dup_masked, absent
+
+
+def test_cam_removes_exactly_the_hand_computed_entries():
+    batch, e, class_masked, dup_masked, absent = _hand_example()
+    tau = 0.05
+    q, cands = e[:4], np.concatenate([e[4:8], e[8:12]])
+    losses = []
+    for i in range(4):
+        keep = [c for c in range(8) if (i, c) not in class_masked | dup_masked | absent]
+        logits = q[i] @ cands[keep].T / tau
+        losses.append(np.log(np.exp(logits).sum()) - q[i] @ cands[i] / tau)
+    loss, metrics = cam_infonce(batch, LossSettings(temperature=tau))
+    np.testing.assert_allclose(loss, np.mean(losses), rtol=1e-5)
+    considered = 4 * 8 - len(absent) - 4  # minus padded and the positives
+    np.testing.assert_allclose(metrics["masked_class"], len(class_masked) / considered, rtol=1e-6)
+    np.testing.assert_allclose(metrics["masked_duplicate"], len(dup_masked) / considered, rtol=1e-6)
+    assert float(metrics["masked_total"]) == len(class_masked | dup_masked)
+    plain, _ = cam_infonce(
+        batch, LossSettings(temperature=tau, class_mask=False, duplicate_mask=False)
+    )
+    assert abs(float(plain) - float(loss)) > 1e-3  # the masks change the loss
+
+
+def test_same_class_pair_on_different_devices_is_masked():
+    """Examples 0 and 7 share a label and sit on devices 0 and 7 of an 8-device mesh."""
+    b = 8
+    batch = random_batch(b=b, h=1, seed=3)
+    batch = dataclasses.replace(
+        batch,
+        label=jnp.asarray([5, -1, -1, -1, -1, -1, -1, 5], jnp.int32),
+        negative_label=jnp.full((b, 1), -1, jnp.int32),
+        positive_hash=jnp.arange(b, dtype=jnp.int32),
+        negative_hash=jnp.arange(b, 2 * b, dtype=jnp.int32)[:, None],
+        negative_mask=jnp.ones((b, 1), bool),
+    )
+    mesh = sharding.make_mesh(8, 1)
+    placed = jax.device_put(batch, sharding.batch_sharding(mesh))
+    assert {s.device for s in placed.label.addressable_shards if s.index[0].start == 0} != {
+        s.device for s in placed.label.addressable_shards if s.index[0].start == 7
+    }
+    settings = LossSettings(temperature=0.5)  # warm enough that one entry visibly matters
+    loss, metrics = jax.jit(lambda x: cam_infonce_sharded(x, settings, mesh))(placed)
+    ref_loss, ref_metrics = cam_infonce(batch, settings)
+    assert float(metrics["masked_total"]) == 2.0  # d7 for q0 and d0 for q7, nothing else
+    np.testing.assert_allclose(loss, ref_loss, atol=1e-6)
+    unmasked, _ = cam_infonce(batch, dataclasses.replace(settings, class_mask=False))
+    assert abs(float(loss) - float(unmasked)) > 1e-4
