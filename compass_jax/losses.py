@@ -83,7 +83,7 @@ def _query_to_doc(batch: ContrastiveBatch, settings: LossSettings) -> _Candidate
     parts = [
         (batch.positive, idx, batch.label, batch.positive_hash, jnp.ones(b, bool), False),
         (
-            batch.negatives.reshape(b * h, -1),
+            batch.negatives.reshape(b * h, batch.query.shape[-1]),
             jnp.repeat(idx, h),
             batch.negative_label.reshape(-1),
             batch.negative_hash.reshape(-1),

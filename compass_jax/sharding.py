@@ -61,7 +61,8 @@ def param_shardings(
     rules: Sequence[tuple[str, PartitionSpec]] = (),
     min_elements: int = MIN_SHARDED_ELEMENTS,
 ) -> Any:
-    """A `NamedSharding` per leaf of `params` (arrays or `ShapeDtypeStruct`s)."""
+    """A `NamedSharding` per leaf of `params` (arrays or `ShapeDtypeStruct`s; any pytree, so an
+    optimizer state whose moments mirror the params is placed like them)."""
     fsdp = mesh.shape["fsdp"]
 
     def place(path: str, leaf: Any) -> NamedSharding:
@@ -70,7 +71,7 @@ def param_shardings(
             spec = fsdp_spec(path, tuple(np.shape(leaf)), fsdp, min_elements)
         return NamedSharding(mesh, spec)
 
-    return tree.map_with_path(place, params)
+    return tree.map_with_keypath(place, params)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+import jax
+
 T = TypeVar("T")
 
 
@@ -46,3 +48,22 @@ def first_match(path: str, rules: Iterable[tuple[str, T]]) -> T | None:
         if re.search(pattern, path):
             return value
     return None
+
+
+def keypath_str(keypath: tuple[Any, ...]) -> str:
+    """A `jax.tree_util` key path as a dotted path: `("opt", 0, "mu", "layers", "3")` ->
+    `opt.0.mu.layers.3`, so param-path rules also match inside optimizer states."""
+    parts = []
+    for key in keypath:
+        for attr in ("key", "idx", "name"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return ".".join(parts)
+
+
+def map_with_keypath(fn: Callable[[str, Any], Any], pytree: Any) -> Any:
+    """Like `map_with_path`, for any pytree (optax states, dataclasses, tuples)."""
+    return jax.tree_util.tree_map_with_path(lambda kp, x: fn(keypath_str(kp), x), pytree)

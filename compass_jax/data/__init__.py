@@ -1,0 +1,1 @@
+"""Training data: readers, task-homogeneous batching, tokenisation, text hashes."""
