@@ -69,10 +69,15 @@ def resolve_model(model: str | os.PathLike | None) -> pathlib.Path:
 
 
 def load_model(model: str | os.PathLike | None, **config_overrides):
-    """`(config, params, model_dir)` for any model argument; `model_dir` holds the tokenizer and
+    """`(config, params, model_dir)` for any model argument (a HF directory, a bundled name, a
+    hub id, a training workdir or one of its checkpoints); `model_dir` holds the tokenizer and
     sentence-transformers files that go with the params."""
+    from compass_jax import checkpoint
     from compass_jax.interop.load import load_hf
 
+    if model is not None and checkpoint.is_checkpoint(model):
+        cfg, params, model_dir, _ = checkpoint.load_checkpoint_params(model)
+        return cfg.replace(**config_overrides), params, pathlib.Path(model_dir)
     model_dir = resolve_model(model)
     cfg, params = load_hf(model_dir, **config_overrides)
     return cfg, params, model_dir

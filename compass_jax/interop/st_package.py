@@ -1,12 +1,13 @@
-"""Reading the sentence-transformers side of a model directory: pooling, normalisation, maximum
-length and prompts (`modules.json`, `1_Pooling/config.json`, `sentence_bert_config.json`,
-`config_sentence_transformers.json`)."""
+"""The sentence-transformers side of a model directory: pooling, normalisation, maximum length
+and prompts (`modules.json`, `1_Pooling/config.json`, `sentence_bert_config.json`,
+`config_sentence_transformers.json`), read by `read_settings` and written by `write_settings`."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from compass_jax.config import ConfigError
@@ -23,8 +24,9 @@ class EmbedderSettings:
     def prompt_text(self, name: str | None) -> str:
         """The prefix for prompt `name` ("query", "document", or any name the model defines).
 
-        "document" falls back to "passage" (the E5 spelling); a None name uses the model's
-        default prompt, if any, as sentence-transformers does.
+        "document" falls back to "passage" (the E5 spelling); "query" and "document" mean no
+        prefix when the model defines none; a None name uses the model's default prompt, if
+        any, as sentence-transformers does.
         """
         name = name or self.default_prompt_name
         if name is None:
@@ -32,8 +34,8 @@ class EmbedderSettings:
         for candidate in (name, "passage" if name == "document" else None):
             if candidate in self.prompts:
                 return self.prompts[candidate]
-        if name == "document":
-            return ""  # models such as Qwen3-Embedding put no instruction on documents
+        if name in ("query", "document"):
+            return ""  # the two standard roles; many models (MiniLM, Qwen3 documents) have none
         raise ConfigError(f"prompt {name!r} is not defined; the model has {sorted(self.prompts)}")
 
 
@@ -108,3 +110,134 @@ def read_settings(model_dir: str | os.PathLike, arch: str, *, default_max_length
         prompts = dict(data.get("prompts") or {})
         default_prompt = data.get("default_prompt_name")
     return EmbedderSettings(pooling, normalize, max_length, prompts, default_prompt)
+
+
+# Every mode spelled out: vLLM reads this file itself and mis-reads the compact form.
+_POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
+_POOLING_MODES += ("weightedmean_tokens", "lasttoken")
+_MODE_OF = {"mean": "mean_tokens", "cls": "cls_token", "last": "lasttoken"}
+
+
+def _write_json(path: str, data: Any) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def write_settings(
+    model_dir: str | os.PathLike,
+    settings: EmbedderSettings,
+    *,
+    hidden_size: int,
+    versions: dict[str, str] | None = None,
+) -> list[str]:
+    """Write the sentence-transformers package files that `read_settings` reads back:
+    `modules.json` (Transformer, Pooling, and Normalize when normalising),
+    `sentence_bert_config.json`, `1_Pooling/config.json` in the classic full form,
+    `2_Normalize/`, `config_sentence_transformers.json` with the prompts. Returns the paths
+    written, relative to `model_dir`. Plain writes: callers build the directory under a
+    temporary name (`atomic_dir`)."""
+    if settings.pooling not in _MODE_OF:
+        raise ConfigError(f"pooling: expected one of {sorted(_MODE_OF)}, got {settings.pooling!r}")
+    root = os.fspath(model_dir)
+    kinds = [("Transformer", ""), ("Pooling", "1_Pooling")]
+    kinds += [("Normalize", "2_Normalize")] if settings.normalize else []
+    modules = [
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (kind, path) in enumerate(kinds)
+    ]
+    chosen = _MODE_OF[settings.pooling]
+    pooling = {"word_embedding_dimension": hidden_size}
+    pooling |= {f"pooling_mode_{m}": m == chosen for m in _POOLING_MODES}
+    pooling["include_prompt"] = True
+    files = {
+        "modules.json": modules,
+        "sentence_bert_config.json": {
+            "max_seq_length": settings.max_length,
+            "do_lower_case": False,
+        },
+        "1_Pooling/config.json": pooling,
+        "config_sentence_transformers.json": {
+            "__version__": dict(versions or {}),
+            "model_type": "SentenceTransformer",
+            "prompts": dict(settings.prompts),
+            "default_prompt_name": settings.default_prompt_name,
+            "similarity_fn_name": "cosine",
+        },
+    }
+    for name, data in files.items():
+        _write_json(os.path.join(root, name), data)
+    if settings.normalize:
+        os.makedirs(os.path.join(root, "2_Normalize"), exist_ok=True)
+    return [*files, *(["2_Normalize/"] if settings.normalize else [])]
+
+
+def _evaluation_table(evaluation: Mapping[str, Any]) -> list[str]:
+    """`{metric: value}` as two columns, `{row: {column: value}}` as a grid."""
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
+    if all(isinstance(v, Mapping) for v in evaluation.values()):
+        columns = list(dict.fromkeys(c for row in evaluation.values() for c in row))
+        lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for name, row in evaluation.items():
+            lines.append(f"| {name} | " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |")
+        return lines
+    return ["| metric | value |", "|---|---|"] + [
+        f"| {k} | {fmt(v)} |" for k, v in evaluation.items()
+    ]
+
+
+def model_card(
+    *,
+    title: str,
+    architecture: str,
+    dim: int,
+    settings: EmbedderSettings,
+    base_model: str | None = None,
+    tags: Sequence[str] = (),
+    details: Sequence[str] = (),
+    serve: str | None = None,
+    evaluation: Mapping[str, Any] | None = None,
+    sections: Sequence[str] = (),
+) -> str:
+    """A README.md model card (Hugging Face front matter) for a sentence-transformers package."""
+    front = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity"]
+    front += ["tags:"] + [f"- {t}" for t in ("sentence-transformers", "feature-extraction", *tags)]
+    front += [f"base_model: {base_model}"] if base_model else []
+    front += ["---", ""]
+    query = settings.prompt_text("query") if settings.prompts else ""
+    usage = [
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        'model = SentenceTransformer("path/to/this/model")',
+        'queries = model.encode(["sepatu lari pria"], prompt_name="query")'
+        if "query" in settings.prompts
+        else 'queries = model.encode(["sepatu lari pria"])',
+        'documents = model.encode(["Sepatu Lari Pria Ringan"], prompt_name="document")'
+        if any(p in settings.prompts for p in ("document", "passage"))
+        else 'documents = model.encode(["Sepatu Lari Pria Ringan"])',
+        "```",
+    ]
+    lines = [*front, f"# {title}", "", *details, ""]
+    lines += [
+        "| | |",
+        "|---|---|",
+        f"| architecture | `{architecture}` |",
+        f"| embedding dimension | {dim} |",
+        f"| pooling | {settings.pooling} |",
+        f"| normalised | {settings.normalize} |",
+        f"| max sequence length | {settings.max_length} |",
+        f"| query prompt | `{query!r}` |" if query else "| query prompt | (none) |",
+        "",
+        "## Usage",
+        "",
+        *usage,
+    ]
+    if serve:
+        lines += ["", "Serving with vLLM (prompts are not added by vLLM: prefix them):", "", serve]
+    if evaluation:
+        lines += ["", "## Evaluation", "", *_evaluation_table(evaluation)]
+    for section in sections:
+        lines += ["", section.rstrip()]
+    return "\n".join(lines) + "\n"

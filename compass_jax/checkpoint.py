@@ -1,0 +1,123 @@
+"""Orbax checkpoints of the train state and the data reader's position, in a training workdir.
+
+Layout of a workdir:
+  run.json            the experiment config, the base model directory and its ModelConfig
+  checkpoints/<step>/ orbax: `state` (params, optimizer state, step, rng) and `data` (JSON)
+  metrics.jsonl       one JSON line per logged step
+  tensorboard/        event files
+Orbax writes each step into a temporary directory and renames it when complete, so a run killed
+mid-save leaves the previous checkpoint as the latest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from compass_jax.atomic import atomic_path
+from compass_jax.config import ModelConfig
+
+RUN_FILE = "run.json"
+
+
+def _manager(workdir: str, keep: int = 3, *, read_only: bool = False) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=not read_only,
+        # Synchronous saves: the step returns with the checkpoint on disk, so a kill right after
+        # a save can never lose it (async saves trade that for overlap with the next steps).
+        enable_async_checkpointing=False,
+    )
+    handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        item_handlers=handlers,
+        options=options,
+    )
+
+
+class Checkpointer:
+    def __init__(self, workdir: str, keep: int = 3):
+        self.manager = _manager(workdir, keep)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, data_state: dict) -> None:
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)
+            ),
+        )
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+        """State placed like `abstract_state` (ShapeDtypeStructs carrying shardings)."""
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+            ),
+        )
+        return restored["state"], dict(restored["data"])
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def write_run_info(workdir: str, config_json: dict, model_dir: str, model: ModelConfig) -> None:
+    info = {"config": config_json, "model_dir": os.path.abspath(model_dir),
+            "model_config": dataclasses.asdict(model)}  # fmt: skip
+    with atomic_path(os.path.join(workdir, RUN_FILE)) as tmp, open(tmp, "w") as f:
+        json.dump(info, f, indent=2)
+
+
+def is_workdir(path: str | os.PathLike) -> bool:
+    return os.path.isfile(os.path.join(path, RUN_FILE))
+
+
+def _workdir_and_step(path: str) -> tuple[str, int | None]:
+    """A workdir, or one of its `checkpoints/<step>` directories."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    if os.path.basename(parent) == "checkpoints" and os.path.basename(path).isdigit():
+        return os.path.dirname(parent), int(os.path.basename(path))
+    return path, None
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    return is_workdir(_workdir_and_step(os.fspath(path))[0])
+
+
+def load_checkpoint_params(path: str | os.PathLike) -> tuple[ModelConfig, dict, str, int]:
+    """`(model config, host params, base model dir, step)` from a training workdir (latest
+    step) or a checkpoint directory inside one."""
+    workdir, step = _workdir_and_step(os.fspath(path))
+    with open(os.path.join(workdir, RUN_FILE)) as f:
+        info = json.load(f)
+    manager = _manager(workdir, read_only=True)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"{workdir}: training workdir has no checkpoint yet")
+    if step not in manager.all_steps():
+        raise FileNotFoundError(f"{workdir}: no checkpoint for step {step}")
+    # Restore onto this process's first device whatever mesh saved it: the reader (embed,
+    # export, merge) may run on a different machine than the trainer.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        manager.item_metadata(step)["state"],
+    )
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+    )
+    params = jax.tree.map(np.asarray, restored["state"]["params"])
+    manager.close()
+    return ModelConfig(**info["model_config"]), params, info["model_dir"], step

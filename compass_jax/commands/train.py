@@ -1,0 +1,50 @@
+"""`compass-jax train`: CAM contrastive training from a config file, resuming by itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import jax
+
+from compass_jax import trainer
+from compass_jax.experiment import load_config, with_overrides
+
+HELP = "train with CAM-InfoNCE (GradCache, sharded); resumes from the workdir's last checkpoint"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="Python file with get_config()")
+    p.add_argument("--workdir", required=True, help="checkpoints, metrics and logs go here")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set optim.learning_rate=1e-4")  # fmt: skip
+    multi = p.add_argument_group("multi-host (jax.distributed); omit on a single host")
+    multi.add_argument("--coordinator", default=os.environ.get("COMPASS_JAX_COORDINATOR"),
+                       help="host:port of process 0 (or set COMPASS_JAX_COORDINATOR)")  # fmt: skip
+    multi.add_argument("--num-processes", type=int, default=None)
+    multi.add_argument("--process-id", type=int, default=None)
+    multi.add_argument("--distributed", action="store_true",
+                       help="call jax.distributed.initialize() with the cluster's own "
+                       "environment (TPU pods, SLURM, ...)")  # fmt: skip
+
+
+def _init_distributed(args: argparse.Namespace) -> None:
+    if args.coordinator:
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+    elif args.distributed:
+        jax.distributed.initialize()
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    _init_distributed(args)
+    cfg = with_overrides(load_config(args.config), args.set)
+    os.makedirs(args.workdir, exist_ok=True)
+    history = trainer.run(cfg, args.workdir)
+    if history and jax.process_index() == 0:
+        print(json.dumps(history[-1]))
+    return history
