@@ -10,6 +10,7 @@ import sys
 # name -> module under compass_jax.commands (imported only when run, to keep --help fast)
 COMMANDS = {
     "embed": "embed",
+    "train": "train",
     "demo": "demo",
 }
 
