@@ -11,6 +11,7 @@ import sys
 COMMANDS = {
     "embed": "embed",
     "train": "train",
+    "eval": "eval",
     "demo": "demo",
 }
 

@@ -74,7 +74,8 @@ class Encoder:
     params: Any
     tokenizer: Any
     settings: EmbedderSettings
-    path: str = ""
+    path: str = ""  # the directory with the tokenizer and sentence-transformers files
+    source: str = ""  # what was loaded: that directory, a training workdir or a checkpoint
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, *, dtype: str = "float32") -> Encoder:
@@ -86,7 +87,8 @@ class Encoder:
         )
         # Inference keeps weights in the compute dtype: half the memory traffic in bf16.
         params = jax.device_put(jax.tree.map(lambda x: jnp.asarray(x, dtype), params))
-        return cls(cfg, params, tokenizer, settings, str(path))
+        source = os.fspath(model) if model is not None else str(path)
+        return cls(cfg, params, tokenizer, settings, str(path), source)
 
     @property
     def dim(self) -> int:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from importlib import resources
 
 import numpy as np
 
+from compass_jax.assets import load_sample
 from compass_jax.atomic import atomic_path
 from compass_jax.encoder import Encoder
 from compass_jax.resolve import DEFAULT_MODEL
@@ -25,11 +25,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="HF directory or bundled model name")
     p.add_argument("--out", default="out/demo", help="directory for results (JSON)")
     p.add_argument("--show-lang", default="id", help="language whose full matrix is printed")
-
-
-def load_sample() -> list[dict]:
-    text = resources.files("compass_jax.assets").joinpath("sample.jsonl").read_text("utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def _retrieval(q: np.ndarray, d: np.ndarray) -> dict:

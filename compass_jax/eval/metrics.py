@@ -1,0 +1,116 @@
+"""Embedding-evaluation metrics on numpy arrays, as the paper and MTEB report them.
+
+Embeddings are L2-normalised, so cosine similarity is a dot product. Retrieval is exact search
+in blocks of queries (memory `block x corpus`), fine for corpora up to about 10^6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from jaxtyping import Float, Int
+
+
+def top_k(
+    queries: Float[np.ndarray, "q d"], corpus: Float[np.ndarray, "c d"], k: int, block: int = 1024
+) -> tuple[Int[np.ndarray, "q k"], Float[np.ndarray, "q k"]]:
+    """Indices and scores of the `k` most similar corpus rows per query, best first."""
+    k = min(k, len(corpus))
+    indices = np.empty((len(queries), k), np.int64)
+    scores = np.empty((len(queries), k), np.float32)
+    for start in range(0, len(queries), block):
+        sim = queries[start : start + block] @ corpus.T
+        part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        part_scores = np.take_along_axis(sim, part, 1)
+        order = np.argsort(-part_scores, axis=1, kind="stable")
+        indices[start : start + block] = np.take_along_axis(part, order, 1)
+        scores[start : start + block] = np.take_along_axis(part_scores, order, 1)
+    return indices, scores
+
+
+def retrieval(
+    queries: Float[np.ndarray, "q d"],
+    corpus: Float[np.ndarray, "c d"],
+    relevant: Sequence[set[int]],
+    ks: Sequence[int] = (1, 10, 100),
+) -> dict[str, float]:
+    """nDCG@10, MRR@10 and Recall@k with binary relevance (`relevant[i]`: corpus rows for query
+    `i`)."""
+    ranked, _ = top_k(queries, corpus, max(max(ks), 10))
+    hits = np.array(
+        [[doc in rel for doc in row] for row, rel in zip(ranked, relevant, strict=True)]
+    )
+    n_rel = np.array([len(rel) for rel in relevant])
+    discounts = 1.0 / np.log2(np.arange(2, 12))
+    dcg = (hits[:, :10] * discounts[: hits[:, :10].shape[1]]).sum(1)
+    ideal = np.array([discounts[: min(n, 10)].sum() for n in n_rel])
+    first = np.where(hits[:, :10].any(1), hits[:, :10].argmax(1) + 1, np.inf)
+    out = {
+        "ndcg@10": float(np.mean(dcg / np.maximum(ideal, 1e-12))),
+        "mrr@10": float(np.mean(1.0 / first)),
+    }
+    for k in ks:
+        out[f"recall@{k}"] = float(np.mean(hits[:, :k].sum(1) / np.maximum(n_rel, 1)))
+    return out
+
+
+def classification(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    *,
+    knn: int = 5,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Logistic regression (MTEB's protocol) and cosine kNN on frozen embeddings."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    clf = LogisticRegression(max_iter=1000, random_state=seed).fit(train_x, train_y)
+    predicted = clf.predict(test_x)
+    neighbours, _ = top_k(test_x, train_x, knn)
+    votes = train_y[neighbours]
+    knn_pred = np.array([np.bincount(v).argmax() for v in votes])
+    return {
+        "accuracy": float(accuracy_score(test_y, predicted)),
+        "macro_f1": float(f1_score(test_y, predicted, average="macro")),
+        "knn_accuracy": float(accuracy_score(test_y, knn_pred)),
+        "knn_macro_f1": float(f1_score(test_y, knn_pred, average="macro")),
+    }
+
+
+def clustering(x: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+    """V-measure of k-means with k = the number of true clusters."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import v_measure_score
+
+    k = len(np.unique(labels))
+    predicted = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(x)
+    return {"v_measure": float(v_measure_score(labels, predicted))}
+
+
+def pair_classification(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Average precision of cosine similarity for telling positive pairs from negative."""
+    from sklearn.metrics import average_precision_score
+
+    return {"ap": float(average_precision_score(labels, np.sum(a * b, axis=1)))}
+
+
+def sts(a: np.ndarray, b: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Spearman correlation between cosine similarity and gold scores."""
+    from scipy.stats import spearmanr
+
+    return {"spearman": float(spearmanr(np.sum(a * b, axis=1), gold).statistic)}
+
+
+def bitext(source: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Bitext mining: row i of `source` translates row i of `target`; accuracy both ways."""
+    forward = top_k(source, target, 1)[0][:, 0] == np.arange(len(source))
+    backward = top_k(target, source, 1)[0][:, 0] == np.arange(len(target))
+    return {
+        "accuracy": float((forward.mean() + backward.mean()) / 2),
+        "accuracy_forward": float(forward.mean()),
+        "accuracy_backward": float(backward.mean()),
+    }

@@ -1,0 +1,141 @@
+"""Evaluation suites: JSON files naming tasks, their data, prompts and weights.
+
+```json
+{"name": "my-suite", "tasks": [
+  {"name": "search-id", "type": "retrieval", "lang": "id", "weight": 2, "data": "search_id.jsonl",
+   "corpus": "catalog_id.jsonl", "prompts": {"query": "query", "document": "document"}}]}
+```
+Data paths are relative to the suite file. JSONL record formats by task type:
+  retrieval            {"query", "relevant": [texts]}  (+ optional "corpus": JSONL of {"text"})
+  classification       {"text", "label", "split": "train" | "test"}
+  clustering           {"text", "label"}
+  pair_classification  {"a", "b", "label": 0 | 1}
+  sts                  {"a", "b", "score"}
+  bitext               {"source", "target"}
+Built-in suites are named instead of given as a file (`BUILTIN`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+from compass_jax.assets import load_sample
+
+TASK_TYPES = ("retrieval", "classification", "clustering", "pair_classification", "sts", "bitext")
+REQUIRED_FIELDS = {
+    "retrieval": ("query", "relevant"),
+    "classification": ("text", "label", "split"),
+    "clustering": ("text", "label"),
+    "pair_classification": ("a", "b", "label"),
+    "sts": ("a", "b", "score"),
+    "bitext": ("source", "target"),
+}
+
+
+class SuiteError(ValueError):
+    """A malformed suite or task data file; the message names the file (and line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    type: str
+    records: tuple[dict, ...]
+    lang: str = ""
+    weight: float = 1.0
+    corpus: tuple[str, ...] = ()  # retrieval distractors
+    prompts: dict[str, str | None] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    tasks: tuple[Task, ...]
+
+
+def read_jsonl(path: str, required: tuple[str, ...] = ()) -> list[dict]:
+    if not os.path.isfile(path):
+        raise SuiteError(f"{path}: no such data file")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SuiteError(f"{path}:{number}: invalid JSON ({e.msg})") from None
+            missing = [k for k in required if k not in record]
+            if missing:
+                raise SuiteError(f"{path}:{number}: missing field(s) {missing}")
+            records.append(record)
+    if not records:
+        raise SuiteError(f"{path}: no records")
+    return records
+
+
+def load_suite_file(path: str) -> Suite:
+    try:
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+    except json.JSONDecodeError as e:
+        raise SuiteError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    root = os.path.dirname(os.path.abspath(path))
+    tasks = []
+    for i, t in enumerate(spec.get("tasks") or []):
+        where = f"{path}: tasks[{i}]"
+        if t.get("type") not in TASK_TYPES:
+            raise SuiteError(f"{where}: type {t.get('type')!r} is not one of {TASK_TYPES}")
+        if "data" not in t or "name" not in t:
+            raise SuiteError(f"{where}: needs 'name' and 'data'")
+        records = read_jsonl(os.path.join(root, t["data"]), REQUIRED_FIELDS[t["type"]])
+        corpus = ()
+        if t.get("corpus"):
+            corpus = tuple(
+                r["text"] for r in read_jsonl(os.path.join(root, t["corpus"]), ("text",))
+            )
+        tasks.append(
+            Task(t["name"], t["type"], tuple(records), t.get("lang", ""),
+                 float(t.get("weight", 1.0)), corpus, dict(t.get("prompts") or {}))
+        )  # fmt: skip
+    if not tasks:
+        raise SuiteError(f"{path}: no tasks")
+    return Suite(spec.get("name", os.path.basename(path)), tuple(tasks))
+
+
+def _sample_suite() -> Suite:
+    """The bundled multilingual sample: query -> title retrieval per language and to English,
+    and title bitext mining against English."""
+    rows = load_sample()
+    langs = list(dict.fromkeys(r["lang"] for r in rows))
+    english = {r["product"]: r["title"] for r in rows if r["lang"] == "en"}
+    titles_of = {lang: [r["title"] for r in rows if r["lang"] == lang] for lang in langs}
+    tasks = []
+    for lang in langs:
+        mine = [r for r in rows if r["lang"] == lang]
+        retrieval = tuple({"query": r["query"], "relevant": [r["title"]]} for r in mine)
+        tasks.append(Task(f"sample-retrieval-{lang}", "retrieval", retrieval, lang,
+                          corpus=tuple(titles_of[lang])))  # fmt: skip
+        if lang != "en":
+            to_en = tuple({"query": r["query"], "relevant": [english[r["product"]]]} for r in mine)
+            tasks.append(Task(f"sample-retrieval-{lang}-en", "retrieval", to_en, lang,
+                              corpus=tuple(titles_of["en"])))  # fmt: skip
+            bitext = tuple({"source": r["title"], "target": english[r["product"]]} for r in mine)
+            tasks.append(Task(f"sample-bitext-{lang}-en", "bitext", bitext, lang))
+    return Suite("sample", tuple(tasks))
+
+
+BUILTIN: dict[str, Callable[[], Suite]] = {"sample": _sample_suite}
+
+
+def load_suite(name_or_path: str) -> Suite:
+    if name_or_path in BUILTIN:
+        return BUILTIN[name_or_path]()
+    if os.path.isfile(name_or_path):
+        return load_suite_file(name_or_path)
+    raise SuiteError(
+        f"suite {name_or_path!r}: not a file and not a built-in suite ({sorted(BUILTIN)})"
+    )
