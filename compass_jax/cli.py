@@ -13,6 +13,8 @@ COMMANDS = {
     "train": "train",
     "eval": "eval",
     "demo": "demo",
+    "export": "export",
+    "serve-command": "serve_command",
 }
 
 
