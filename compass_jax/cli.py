@@ -13,6 +13,8 @@ COMMANDS = {
     "train": "train",
     "eval": "eval",
     "demo": "demo",
+    "merge": "merge",
+    "merge-sweep": "merge_sweep",
     "export": "export",
     "serve-command": "serve_command",
 }

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-lang", default="id", help="language whose full matrix is printed")
 
 
-def _retrieval(q: np.ndarray, d: np.ndarray) -> dict:
+def retrieval_summary(q: np.ndarray, d: np.ndarray) -> dict:
     """Row i of `q` should retrieve row i of `d`."""
     sim = q @ d.T
     positives = np.diag(sim)
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> dict:
     for lang in langs:
         rows = rows_of[lang]
         results["languages"][lang] = {
-            "monolingual": _retrieval(queries[rows], titles[rows]),
-            "to_english": _retrieval(queries[rows], titles[english]),
+            "monolingual": retrieval_summary(queries[rows], titles[rows]),
+            "to_english": retrieval_summary(queries[rows], titles[english]),
         }
 
     shown = rows_of.get(args.show_lang, english)

@@ -8,10 +8,11 @@ so streaming tools (merge, export) hold about one tensor per file in memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import ml_dtypes
@@ -88,6 +89,10 @@ class SafetensorsFile:
     def nbytes(self, name: str) -> int:
         begin, end = self._entries[name]["data_offsets"]
         return end - begin
+
+    def data_offset(self, name: str) -> int:
+        """Where the tensor's bytes start (reading in this order is sequential on disk)."""
+        return self._data_start + self._entries[name]["data_offsets"][0]
 
     def read(self, name: str) -> np.ndarray:
         """The tensor as a read-only memory-mapped array (copy it to keep it past the file)."""
@@ -167,3 +172,112 @@ def save_file(
         f.write(raw)
         for array in tensors.values():
             f.write(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes())
+
+
+class SafetensorsWriter:
+    """Write a safetensors file one tensor at a time, so a streaming tool never holds more than
+    the tensor it is writing.
+
+    The header goes first and carries every offset, so the names, dtypes and shapes are declared
+    up front (`specs`, in file order); `write` then takes the tensors in that order and checks
+    each against its declaration. Use it as a context manager: the file appears at `path` only
+    when the block ends with every tensor written.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        specs: Sequence[tuple[str, Any, Sequence[int]]],
+        metadata: Mapping[str, str] | None = None,
+    ):
+        self.path = os.fspath(path)
+        self._specs = [(name, np.dtype(dtype), tuple(shape)) for name, dtype, shape in specs]
+        self._next = 0
+        self._pending = 0
+        self._stack = contextlib.ExitStack()
+        self._file: Any = None
+        self._metadata = dict(metadata) if metadata else None
+
+    def _header(self) -> bytes:
+        header: dict[str, Any] = {"__metadata__": self._metadata} if self._metadata else {}
+        offset = 0
+        for name, dtype, shape in self._specs:
+            if dtype not in _NAMES:
+                raise SafetensorsError(
+                    f"{self.path}: tensor {name!r}: dtype {dtype} cannot be saved"
+                )
+            if name in header:
+                raise SafetensorsError(f"{self.path}: tensor {name!r} declared twice")
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            header[name] = {
+                "dtype": _NAMES[dtype],
+                "shape": list(shape),
+                "data_offsets": [offset, offset + nbytes],
+            }
+            offset += nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        return raw + b" " * (-len(raw) % 8)  # data aligned to 8 bytes, as the reference writer
+
+    def __enter__(self) -> SafetensorsWriter:
+        raw = self._header()
+        with self._stack:
+            tmp = self._stack.enter_context(atomic_path(self.path))
+            self._file = self._stack.enter_context(open(tmp, "wb"))
+            self._file.write(struct.pack("<Q", len(raw)))
+            self._file.write(raw)
+            self._stack = self._stack.pop_all()
+        return self
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        """The next declared tensor; its name, dtype and shape must match the declaration."""
+        array = np.asarray(array)
+        want = self._specs[self._next] if self._next < len(self._specs) else None
+        if want is not None and tuple(array.shape) != want[2]:
+            raise SafetensorsError(
+                f"{self.path}: tensor {name!r}: shape {list(array.shape)}, declared {list(want[2])}"
+            )
+        self.begin(name)
+        self.append(array)
+        self.end()
+
+    def begin(self, name: str) -> None:
+        """Start the next declared tensor, to be given in flat pieces by `append`."""
+        if self._next >= len(self._specs):
+            raise SafetensorsError(f"{self.path}: tensor {name!r} was not declared")
+        if self._specs[self._next][0] != name:
+            raise SafetensorsError(
+                f"{self.path}: expected tensor {self._specs[self._next][0]!r} next, got {name!r}"
+            )
+        self._pending = int(np.prod(self._specs[self._next][2], dtype=np.int64))
+
+    def append(self, part: np.ndarray) -> None:
+        """The next elements (in C order) of the tensor begun last."""
+        name, dtype, _ = self._specs[self._next]
+        part = np.asarray(part)
+        if part.dtype != dtype or part.size > self._pending:
+            raise SafetensorsError(
+                f"{self.path}: tensor {name!r}: got {part.size} {part.dtype} elements, "
+                f"{self._pending} {dtype} still expected"
+            )
+        # Written through the buffer protocol: no bytes copy of the tensor.
+        self._file.write(
+            np.ascontiguousarray(part, dtype=dtype.newbyteorder("<")).view(np.uint8).data
+        )
+        self._pending -= part.size
+
+    def end(self) -> None:
+        """Finish the tensor begun last; all its elements must have been given."""
+        if self._pending:
+            name = self._specs[self._next][0]
+            raise SafetensorsError(f"{self.path}: tensor {name!r}: {self._pending} elements short")
+        self._next += 1
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None and self._next != len(self._specs):
+            missing = [name for name, _, _ in self._specs[self._next :]]
+            error = SafetensorsError(
+                f"{self.path}: {len(missing)} declared tensors never written: {missing[:5]}"
+            )
+            self._stack.__exit__(SafetensorsError, error, None)  # drops the partial file
+            raise error
+        return bool(self._stack.__exit__(exc_type, exc, tb))

@@ -205,16 +205,6 @@ def _write_json(path: str, data: Any) -> None:
         f.write("\n")
 
 
-def _publish_modes(root: str) -> None:
-    """Temporary dirs and files are created 0700/0600; an export is meant to be shared."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for dirpath, _, filenames in os.walk(root):
-        os.chmod(dirpath, 0o777 & ~umask)
-        for name in filenames:
-            os.chmod(os.path.join(dirpath, name), 0o666 & ~umask)
-
-
 def save_hf(
     cfg: ModelConfig,
     params: Mapping[str, Any],
@@ -312,7 +302,6 @@ def save_hf(
                 tmp, cfg, dtype, fp8, source, settings, weight_map, names, units, dims,
                 report, evaluation, model_name,
             )  # fmt: skip
-            _publish_modes(tmp)
     except OSError as e:
         if isinstance(e, FileExistsError) and out.exists() and not overwrite:
             raise  # the target appeared meanwhile; it is left as it is
