@@ -91,3 +91,13 @@ def test_eval_command_on_the_sample_suite_with_cache(tmp_path, monkeypatch):
     assert calls == []  # every embedding came from the cache
     again = json.loads((out / "results.json").read_text())
     assert again["average"] == pytest.approx(results["average"])
+
+
+def test_builtin_general_suite_is_a_parallel_corpus():
+    suite = load_suite("general")
+    assert len(suite.tasks) == 7 + 6  # cross-lingual retrieval per language, bitext vs English
+    for task in suite.tasks:
+        if task.type == "retrieval":
+            assert len(task.records) == 16 and len(task.corpus) == 96
+            assert all(len(r["relevant"]) == 6 for r in task.records)
+            assert all(r["query"] not in task.corpus for r in task.records)

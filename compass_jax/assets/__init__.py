@@ -6,8 +6,18 @@ import json
 from importlib import resources
 
 
+def _jsonl(name: str) -> list[dict]:
+    text = resources.files(__name__).joinpath(name).read_text("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def load_sample() -> list[dict]:
     """The bundled multilingual e-commerce sample: one record per (language, product) with a
     shopper `query` and a seller `title` (7 languages x 6 products)."""
-    text = resources.files(__name__).joinpath("sample.jsonl").read_text("utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return _jsonl("sample.jsonl")
+
+
+def load_general() -> list[dict]:
+    """General-domain (not e-commerce) sentences, each in the same 7 languages: records
+    `{"sentence", "lang", "text"}` (16 x 7). The forgetting check of domain fine-tuning."""
+    return _jsonl("general.jsonl")

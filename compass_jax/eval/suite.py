@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Callable
 
-from compass_jax.assets import load_sample
+from compass_jax.assets import load_general, load_sample
 
 TASK_TYPES = ("retrieval", "classification", "clustering", "pair_classification", "sts", "bitext")
 REQUIRED_FIELDS = {
@@ -128,7 +128,34 @@ def _sample_suite() -> Suite:
     return Suite("sample", tuple(tasks))
 
 
-BUILTIN: dict[str, Callable[[], Suite]] = {"sample": _sample_suite}
+def _general_suite() -> Suite:
+    """General-domain cross-lingual retrieval: each sentence in one language must find its six
+    translations among the other languages' sentences, and bitext mining against English.
+    Fine-tuning on product text should leave these scores (nearly) intact."""
+    rows = load_general()
+    langs = list(dict.fromkeys(r["lang"] for r in rows))
+    english = {r["sentence"]: r["text"] for r in rows if r["lang"] == "en"}
+    tasks = []
+    for lang in langs:
+        mine = [r for r in rows if r["lang"] == lang]
+        others = [r for r in rows if r["lang"] != lang]
+        retrieval = tuple(
+            {
+                "query": r["text"],
+                "relevant": [o["text"] for o in others if o["sentence"] == r["sentence"]],
+            }
+            for r in mine
+        )
+        tasks.append(Task(f"general-xling-{lang}", "retrieval", retrieval, lang,
+                          corpus=tuple(o["text"] for o in others),
+                          prompts={"query": "query", "document": "query"}))  # fmt: skip
+        if lang != "en":
+            bitext = tuple({"source": r["text"], "target": english[r["sentence"]]} for r in mine)
+            tasks.append(Task(f"general-bitext-{lang}-en", "bitext", bitext, lang))
+    return Suite("general", tuple(tasks))
+
+
+BUILTIN: dict[str, Callable[[], Suite]] = {"sample": _sample_suite, "general": _general_suite}
 
 
 def load_suite(name_or_path: str) -> Suite:
