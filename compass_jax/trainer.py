@@ -12,6 +12,7 @@ import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from compass_jax import checkpoint, sharding, train
@@ -34,6 +35,16 @@ def _global_batch(local: dict[str, np.ndarray], mesh, processes: int) -> dict[st
         )
         for name, value in local.items()
     }
+
+
+def _compile(step, state, batch):
+    """Compile ahead of the first call and, across processes, start together: a process still
+    compiling would otherwise leave the others waiting in their first collective past the CPU
+    collectives' (gloo) connection timeout."""
+    compiled = step.lower(state, batch).compile()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("compass_jax: train step compiled")
+    return compiled
 
 
 def _scalars(metrics: dict) -> dict[str, float]:
@@ -92,9 +103,12 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
             document_length=cfg.data.document_length,
             num_negatives=cfg.data.num_negatives,
         )
+        batch = _global_batch(local, mesh, processes)
         if task not in steps:
-            steps[task] = train.make_train_step(specs[task], mesh, shardings)
-        state, metrics = steps[task](state, _global_batch(local, mesh, processes))
+            steps[task] = _compile(
+                train.make_train_step(specs[task], mesh, shardings), state, batch
+            )
+        state, metrics = steps[task](state, batch)
         examples += cfg.batch_size
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
