@@ -11,6 +11,7 @@ import sys
 COMMANDS = {
     "embed": "embed",
     "train": "train",
+    "data": "data",
     "eval": "eval",
     "demo": "demo",
     "merge": "merge",

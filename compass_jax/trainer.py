@@ -16,7 +16,8 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from compass_jax import checkpoint, sharding, train
-from compass_jax.data.pairs import PairReader, read_records, tokenize_batch
+from compass_jax.data.mixture import open_reader
+from compass_jax.data.pairs import tokenize_batch
 from compass_jax.experiment import TrainConfig, to_json
 from compass_jax.interop.st_package import read_settings
 from compass_jax.interop.tokenizer import load_tokenizer
@@ -59,8 +60,8 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
     settings = read_settings(model_dir, model_cfg.arch, default_max_length=512)
     mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
     processes, index = jax.process_count(), jax.process_index()
-    reader = PairReader(
-        read_records(cfg.data.path),
+    reader = open_reader(
+        cfg.data.path,
         batch_size=cfg.batch_size,
         seed=cfg.data.seed,
         task_weights=cfg.data.task_weights,

@@ -1,0 +1,142 @@
+"""The `Generator` interface: prompt -> JSON answer, validated, retried and cached."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pipelines.generate.cache import PromptCache
+from pipelines.generate.jsonschema import schema_errors
+
+log = logging.getLogger(__name__)
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    backend: str = "template"  # template | openai | vllm | transformers
+    model: str = ""  # served model name (openai), model path (vllm, transformers)
+    base_url: str = "http://127.0.0.1:8000/v1"  # openai: the server's /v1 root
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key
+    temperature: float = 0.7
+    max_tokens: int = 512
+    max_retries: int = 2  # further attempts after the first, for answers that fail the schema
+    concurrency: int = 8  # openai: requests in flight
+    timeout_s: float = 120.0
+    retry_backoff_s: float = 1.0  # openai: base delay between HTTP retries (doubles each time)
+    http_retries: int = 4  # openai: retries of one HTTP call on 429/5xx/connection errors
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    messages: tuple[dict, ...]  # chat messages; LLM backends see only these
+    schema: dict  # the answer's JSON schema
+    context: dict  # structured context; the template backend answers from it
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    value: Any | None  # the validated answer, or None when every attempt failed
+    error: str | None = None
+    attempts: int = 0
+    cached: bool = False
+
+
+def parse_answer(text: str, schema: dict) -> tuple[Any | None, str | None]:
+    """(value, None) for a schema-valid JSON answer, else (None, why)."""
+    if text is None:
+        return None, "no answer"
+    body = _FENCE.sub("", text.strip())
+    if not body.startswith(("{", "[")):  # models sometimes talk before the JSON
+        start = min((i for i in (body.find("{"), body.find("[")) if i >= 0), default=-1)
+        body = body[start:] if start >= 0 else body
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError as e:
+        return None, f"not JSON ({e.msg} at {e.pos})"
+    errors = schema_errors(value, schema)
+    return (None, "; ".join(errors[:3])) if errors else (value, None)
+
+
+class Generator(abc.ABC):
+    name = "base"
+
+    def __init__(self, cfg: GeneratorConfig, cache_path=None):
+        self.cfg = cfg
+        self.cache = PromptCache(cache_path)
+
+    @abc.abstractmethod
+    def complete(self, requests: Sequence[Request], attempt: int) -> list[str | None]:
+        """Raw answer text per request (None where the backend gave none)."""
+
+    def cache_key(self, request: Request) -> str:
+        blob = json.dumps(
+            {
+                "backend": self.name,
+                "model": self.cfg.model,
+                "messages": request.messages,
+                "schema": request.schema,
+                "temperature": self.cfg.temperature,
+                "seed": request.seed,
+                "context": request.context if self.name == "template" else None,
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def generate(self, requests: Sequence[Request]) -> list[Result]:
+        keys = [self.cache_key(r) for r in requests]
+        results: list[Result | None] = [None] * len(requests)
+        pending = []
+        for i, key in enumerate(keys):
+            value = self.cache.get(key)
+            if value is None:
+                pending.append(i)
+            else:
+                results[i] = Result(value, attempts=0, cached=True)
+        errors: dict[int, str] = {}
+        for attempt in range(self.cfg.max_retries + 1):
+            if not pending:
+                break
+            texts = self.complete([requests[i] for i in pending], attempt)
+            failed, answered = [], []
+            for i, text in zip(pending, texts, strict=True):
+                value, error = parse_answer(text, requests[i].schema)
+                if error is None:
+                    answered.append((keys[i], value))
+                    results[i] = Result(value, attempts=attempt + 1)
+                else:
+                    errors[i] = error
+                    failed.append(i)
+            self.cache.put_many(answered)
+            pending = failed
+        for i in pending:
+            results[i] = Result(None, errors[i], attempts=self.cfg.max_retries + 1)
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+def make_generator(cfg: GeneratorConfig, cache_path=None) -> Generator:
+    if cfg.backend == "template":
+        from pipelines.generate.template import TemplateGenerator as cls
+    elif cfg.backend == "openai":
+        from pipelines.generate.openai_backend import OpenAIGenerator as cls
+    elif cfg.backend == "vllm":
+        from pipelines.generate.vllm_backend import VLLMGenerator as cls
+    elif cfg.backend == "transformers":
+        from pipelines.generate.transformers_backend import TransformersGenerator as cls
+    else:
+        raise ValueError(
+            f"generator backend {cfg.backend!r}: expected template, openai, vllm or transformers"
+        )
+    return cls(cfg, cache_path)

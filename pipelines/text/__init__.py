@@ -1,0 +1,1 @@
+"""Text helpers shared by stages: shopper noise (typos), script detection."""

@@ -1,0 +1,216 @@
+"""The whole build on a small bundled catalog: TFDS output readable without TensorFlow,
+splits held out by group_id, byte-identical whatever the number of workers, a killed build
+resumed equal to an uninterrupted one, and the trainer-facing readers over the output."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from compass_jax.data.mixture import MixtureReader, open_reader  # noqa: E402
+from compass_jax.data.pairs import PairReader, read_records  # noqa: E402
+from compass_jax.data.text_hash import text_hash  # noqa: E402
+from compass_jax.data.tfds_source import open_build  # noqa: E402
+from pipelines import build  # noqa: E402
+from pipelines.config import ConfigError, load_config  # noqa: E402
+from pipelines.export import export_jsonl  # noqa: E402
+
+SMALL = [
+    "catalog.generate_size=150",
+    "catalog.generate_files=2",
+    "partitions=3",
+    "synthesis.fraction=0.3",
+    "translation.fraction=0.3",
+]
+COMPARED = ("tfds", "datasets.json", "labels.json", "card.json", "card.md")
+
+
+def outputs(root: pathlib.Path) -> dict[str, bytes]:
+    files = {}
+    for name in COMPARED:
+        path = root / name
+        for f in sorted(path.rglob("*") if path.is_dir() else [path]):
+            if f.is_file():
+                files[str(f.relative_to(root))] = f.read_bytes()
+    return files
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "out"
+    ran = build.run(load_config(None, SMALL), str(out), progress=False)
+    assert ran["finalize"] == 1
+    return out
+
+
+def test_output_is_tfds_with_held_out_groups(built):
+    index = json.loads((built / "datasets.json").read_text())["tasks"]
+    assert set(index) == {
+        "query_product",
+        "synthetic_query",
+        "title_category",
+        "cross_lingual",
+        "title_description",
+        "clustering",
+    }
+    owner, uids = {}, set()
+    for split in ("train", "validation", "test"):
+        for task, source in open_build(built, split, list(index)).items():
+            raw = source._source
+            assert len(source) == index[task]["records"][split]
+            for i in range(len(source)):
+                r = raw[i]
+                group, uid = r["group_id"].decode(), r["uid"].decode()
+                assert owner.setdefault(group, split) == split, f"{group} in two splits"
+                assert uid not in uids, f"duplicate record {uid}"
+                uids.add(uid)
+                assert int(r["query_hash"]) == text_hash(r["query"].decode())
+                assert r["task"].decode() == task
+            if index[task]["labelled"] and len(source):
+                assert all(source[i].label >= 0 for i in range(len(source)))
+    assert len({s for s in owner.values()}) == 3 and len(uids) > 1000
+    card = json.loads((built / "card.json").read_text())
+    assert card["tasks"]["title_category"]["records"] == sum(
+        index["title_category"]["records"].values()
+    )
+    assert set(card["tasks"]["query_product"]["langs"]) == {
+        "en",
+        "id",
+        "ms",
+        "th",
+        "vi",
+        "tl",
+        "pt",
+    }
+    rejects = list((built / "rejects").rglob("*.jsonl"))
+    assert rejects and all("reason" in json.loads(line) for f in rejects for line in f.open())
+    trains = [open_build(built, "train")[t] for t in ("query_product", "title_description")]
+    assert sum(bool(r.negatives) for s in trains for r in s) > 0.8 * sum(map(len, trains))
+
+
+def test_same_seed_byte_identical_whatever_the_workers(built, tmp_path):
+    out = tmp_path / "two-workers"
+    cfg = load_config(None, SMALL)
+    errors = []
+
+    def worker(i):
+        try:
+            build.run(
+                cfg, str(out), num_shards=2, shard_index=i, wait_timeout_s=300, progress=False
+            )
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+    assert outputs(out) == outputs(built)
+
+
+def test_killed_build_resumes_to_the_same_result(built, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "compass_jax.cli",
+        "data",
+        "build",
+        "--out",
+        str(out),
+        "--quiet",
+        *[a for s in SMALL for a in ("--set", s)],
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not list((out / "work" / "filter").glob("*.done.json")):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # part-way through the filter stage
+    proc.wait()
+    assert not (out / "datasets.json").exists()
+    ran = build.run(load_config(None, SMALL), str(out), progress=False)
+    assert ran["catalog"] == 0 and ran["construct"] == 0 and ran["filter"] < 3  # resumed
+    assert outputs(out) == outputs(built)
+    again = build.run(load_config(None, SMALL), str(out), progress=False)  # idempotent
+    assert sum(again.values()) == 0
+    with pytest.raises(ValueError, match="another config"):
+        build.run(load_config(None, [*SMALL, "seed=1"]), str(out), progress=False)
+
+
+def test_readers_over_the_build_match_pair_reader_on_exported_jsonl(built, tmp_path):
+    jsonl = tmp_path / "train.jsonl"
+    counts = export_jsonl(built, jsonl, split="train")
+    records = read_records(jsonl)
+    assert len(records) == sum(counts.values())
+    assert {"query", "positive", "negatives", "label", "task", "lang"} == set(
+        json.loads(jsonl.read_text().splitlines()[0])
+    )
+    kwargs = dict(
+        batch_size=16,
+        seed=4,
+        task_weights={"query_product": 2.0, "cross_lingual": 1.0, "title_category": 1.0},
+        process_index=0,
+        process_count=2,
+    )
+    tfds_reader = open_reader(built, **kwargs)
+    assert isinstance(tfds_reader, MixtureReader)
+    jsonl_reader = PairReader(records, **kwargs)
+    assert tfds_reader.tasks == jsonl_reader.tasks
+    for _ in range(30):
+        assert tfds_reader.next_batch() == jsonl_reader.next_batch()
+    state = json.loads(json.dumps(tfds_reader.state()))
+    expected = [tfds_reader.next_batch() for _ in range(5)]
+    resumed = open_reader(built, **kwargs)
+    resumed.restore(state)
+    assert [resumed.next_batch() for _ in range(5)] == expected
+
+
+def test_user_catalog_with_invalid_lines_rejected(tmp_path):
+    good = {
+        "lang": "en",
+        "title": "Red running shoes size 42",
+        "attributes": {"Colour": "Red"},
+        "description": "Lightweight running shoes with a breathable mesh upper.",
+        "category_path": ["Shoes", "Running"],
+    }
+    lines = [
+        json.dumps(
+            {**good, "id": f"p{i}", "group_id": f"g{i // 2}", "title": f"{good['title']} model {i}"}
+        )
+        for i in range(12)
+    ]
+    lines.insert(3, '{"id": "bad", "lang": "en"}')
+    (tmp_path / "shop.jsonl").write_text("\n".join(lines) + "\n")
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(
+        json.dumps(
+            {
+                "partitions": 2,
+                "catalog": {"paths": ["shop.jsonl"], "on_invalid": "reject"},
+                "synthesis": None,
+                "translation": None,
+                "mining": None,
+            }
+        )
+    )
+    out = tmp_path / "out"
+    build.run(load_config(cfg_path), str(out), progress=False)
+    [reject] = [
+        json.loads(x) for f in (out / "rejects" / "ingest").glob("*.jsonl") for x in f.open()
+    ]
+    assert reject["error"].startswith(f"{tmp_path / 'shop.jsonl'}:4: field 'title'")
+    index = json.loads((out / "datasets.json").read_text())["tasks"]
+    assert sum(index["query_product"]["records"].values()) > 0
+    with pytest.raises(ConfigError, match="unknown keys"):
+        load_config(cfg_path, ["mining.teachr=hashing"])
