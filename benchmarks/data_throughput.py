@@ -51,8 +51,8 @@ def stage_rates(report: dict) -> dict:
 
 
 def reader_rates(out: str, batch_size: int, steps: int) -> dict:
-    from compass_jax.data.mixture import open_reader
-    from compass_jax.data.pairs import PairReader, read_records
+    from compass_jax.data.mixture import PairReader, open_reader
+    from compass_jax.data.pairs import read_records
     from pipelines.export import export_jsonl
 
     jsonl = os.path.join(out, "train.jsonl")

@@ -1,6 +1,6 @@
 """`Encoder`: texts in, normalised float32 embeddings out, for a model directory.
 
-Batches are sorted by token length and padded to a small fixed set of shapes (`bucket_lengths`),
+Batches are sorted by token length and padded to a small fixed set of shapes (`length_buckets`),
 so XLA compiles a handful of programs instead of one per batch, and padding stays small.
 """
 
@@ -18,20 +18,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from compass_jax.config import ModelConfig
+from compass_jax.data.bucketing import length_buckets, pick_bucket
 from compass_jax.embedding import embed
 from compass_jax.interop.st_package import EmbedderSettings, read_settings
 from compass_jax.interop.tokenizer import load_tokenizer
 from compass_jax.resolve import load_model
-
-
-def bucket_lengths(max_length: int, smallest: int = 16) -> tuple[int, ...]:
-    """Powers of two from `smallest` up to `max_length`, and `max_length` itself."""
-    lengths = []
-    length = smallest
-    while length < max_length:
-        lengths.append(length)
-        length *= 2
-    return (*lengths, max_length)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +46,7 @@ def make_batches(
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         longest = max(len(token_ids[r]) for r in rows)
-        bucket = next(b for b in buckets if b >= longest)
+        bucket = pick_bucket(longest, buckets)
         ids = np.full((batch_size, bucket), pad_id, np.int32)
         mask = np.zeros((batch_size, bucket), np.int32)
         for i, r in enumerate(rows):
@@ -136,7 +127,7 @@ class Encoder:
         batches = make_batches(
             token_ids,
             batch_size=batch_size,
-            buckets=bucket_lengths(max_length),
+            buckets=length_buckets(max_length),
             pad_id=pad_id,
             padding_side=self.tokenizer.padding_side,
         )

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from compass_jax.data.bucketing import length_buckets, pick_bucket, tokenize_bucketed
-from compass_jax.data.mixture import MixtureReader, open_reader
-from compass_jax.data.pairs import PairReader, PairRecord, read_records, tokenize_batch
+from compass_jax.data.mixture import MixtureReader, PairReader, open_reader
+from compass_jax.data.pairs import PairRecord, read_records, tokenize_batch
 
 
 def make_sources(sizes=None):

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from compass_jax.data.pairs import PairReader, RecordError, read_records
+from compass_jax.data.mixture import PairReader
+from compass_jax.data.pairs import RecordError, read_records
 
 
 def _write(path, records):

@@ -16,8 +16,12 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from compass_jax.data.mixture import MixtureReader, open_reader  # noqa: E402
-from compass_jax.data.pairs import PairReader, read_records  # noqa: E402
+from compass_jax.data.mixture import (  # noqa: E402
+    MixtureReader,
+    PairReader,
+    open_reader,
+)
+from compass_jax.data.pairs import read_records  # noqa: E402
 from compass_jax.data.text_hash import text_hash  # noqa: E402
 from compass_jax.data.tfds_source import open_build  # noqa: E402
 from pipelines import build  # noqa: E402

@@ -14,7 +14,8 @@ import pytest
 from train_fixtures import make_model_dir, make_pairs, tiny_config, write_config
 
 from compass_jax import checkpoint, sharding, train, trainer, tree
-from compass_jax.data.pairs import PairReader, read_records, tokenize_batch
+from compass_jax.data.mixture import PairReader
+from compass_jax.data.pairs import read_records, tokenize_batch
 from compass_jax.interop.tokenizer import load_tokenizer
 from compass_jax.resolve import load_model
 

@@ -1,10 +1,11 @@
 """A deterministic, checkpointable reader over many task datasets: task-homogeneous global
 batches, tasks mixed by weight, each process reading only its rows.
 
-It yields exactly what `PairReader.next_batch()` yields today, `(task, list[PairRecord])`,
-from the same random streams: over the same records in the same order, the two readers give
-identical batches, so switching the trainer from JSONL to TFDS changes no result. Records are
-read by random access (ArrayRecord), one batch at a time, so datasets need not fit in memory.
+Each step yields `(task, list[PairRecord])` from random streams that depend only on (seed,
+task, epoch, step): over the same records, a JSONL file (`PairReader`) and a TFDS build give
+identical batches, so switching the trainer from JSONL to TFDS changes no result. TFDS records
+are read by random access (ArrayRecord), one batch at a time, so datasets need not fit in
+memory.
 Its position is a small JSON dict (`state()` / `restore()`), saved with every checkpoint.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from compass_jax.data.pairs import PairReader, PairRecord, read_records
+from compass_jax.data.pairs import PairRecord, read_records
 
 
 class MixtureReader:
@@ -68,7 +69,7 @@ class MixtureReader:
         self.cursors = {t: int(state["cursors"].get(t, 0)) for t in self.tasks}
 
     def _order(self, task: str, epoch: int) -> np.ndarray:
-        # The same stream as PairReader._order: one permutation per (seed, task, epoch).
+        # One permutation per (seed, task, epoch), whatever the storage.
         if (task, epoch) not in self._orders:
             if len(self._orders) > 8:
                 self._orders.clear()
@@ -110,6 +111,16 @@ class MixtureReader:
         self.cursors[task] += 1
         self.step += 1
         return task, rows
+
+
+class PairReader(MixtureReader):
+    """A `MixtureReader` over in-memory records (a JSONL file), grouped by task."""
+
+    def __init__(self, records: Sequence[PairRecord], **kwargs):
+        by_task: dict[str, list[PairRecord]] = {}
+        for r in records:
+            by_task.setdefault(r.task, []).append(r)
+        super().__init__(by_task, **kwargs)
 
 
 def open_reader(path: str | os.PathLike, *, split: str = "train", tasks=None, **kwargs):

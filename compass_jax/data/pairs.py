@@ -1,9 +1,7 @@
 """Contrastive training records from JSONL, served as deterministic task-homogeneous batches.
 
 Record: `{"query", "positive", "negatives": [...], "label": int | -1, "task", "lang"}`.
-Every batch holds one task (so per-task loss settings apply); tasks are drawn by weight. The
-reader's whole position is a small JSON dict (step and per-task cursors), saved with every
-checkpoint, so a restored run sees exactly the batches the uninterrupted run would have seen.
+Batches come from `compass_jax.data.mixture` (`PairReader` over these records).
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -72,72 +70,6 @@ def read_records(path: str | os.PathLike) -> list[PairRecord]:
     if not records:
         raise RecordError(f"{path}: no records")
     return records
-
-
-class PairReader:
-    """Deterministic task-homogeneous global batches; each process takes its slice of rows."""
-
-    def __init__(
-        self,
-        records: Sequence[PairRecord],
-        *,
-        batch_size: int,
-        seed: int = 0,
-        task_weights: Mapping[str, float] | None = None,
-        process_index: int = 0,
-        process_count: int = 1,
-    ):
-        if batch_size % process_count:
-            raise ValueError(f"batch_size {batch_size} not divisible by {process_count} processes")
-        self.by_task: dict[str, list[PairRecord]] = {}
-        for r in records:
-            self.by_task.setdefault(r.task, []).append(r)
-        self.tasks = sorted(self.by_task)
-        weights = dict(task_weights or {})
-        unknown = sorted(set(weights) - set(self.tasks))
-        if unknown:
-            raise ValueError(f"task_weights name tasks absent from the data: {unknown}")
-        w = np.array([weights.get(t, len(self.by_task[t])) for t in self.tasks], np.float64)
-        if (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"task weights must be non-negative and not all zero: {weights}")
-        self.weights = w / w.sum()
-        self.batch_size, self.seed = batch_size, seed
-        self.process_index, self.process_count = process_index, process_count
-        self.step = 0
-        self.cursors = {t: 0 for t in self.tasks}
-        self._orders: dict[tuple[str, int], np.ndarray] = {}
-
-    def state(self) -> dict:
-        return {"step": self.step, "cursors": dict(self.cursors)}
-
-    def restore(self, state: Mapping) -> None:
-        self.step = int(state["step"])
-        self.cursors = {t: int(state["cursors"].get(t, 0)) for t in self.tasks}
-
-    def _order(self, task: str, epoch: int) -> np.ndarray:
-        """The shuffle of `task`'s records in `epoch`, a pure function of (seed, task, epoch)."""
-        if (task, epoch) not in self._orders:
-            if len(self._orders) > 8:
-                self._orders.clear()
-            rng = np.random.default_rng([self.seed, self.tasks.index(task), epoch])
-            self._orders[task, epoch] = rng.permutation(len(self.by_task[task]))
-        return self._orders[task, epoch]
-
-    def next_batch(self) -> tuple[str, list[PairRecord]]:
-        """(task, this process's records of the next global batch)."""
-        rng = np.random.default_rng([self.seed, 1_000_003, self.step])
-        task = self.tasks[int(rng.choice(len(self.tasks), p=self.weights))]
-        pool = self.by_task[task]
-        start = self.cursors[task] * self.batch_size
-        per_process = self.batch_size // self.process_count
-        first = start + self.process_index * per_process
-        rows = []
-        for i in range(first, first + per_process):
-            epoch, pos = divmod(i, len(pool))
-            rows.append(pool[self._order(task, epoch)[pos]])
-        self.cursors[task] += 1
-        self.step += 1
-        return task, rows
 
 
 def tokenize_batch(
