@@ -1,0 +1,293 @@
+"""Training step time: CAM vs plain InfoNCE, and GradCache vs the plain (whole-batch) step.
+
+Four jitted steps are built on one device for the same model (default all-MiniLM-L6-v2, float32)
+and the same global batch (default 128 triples: query, positive, one hard negative; `--seq` 32
+tokens; the issue's 256 is `--batch 256 --chunk 64`):
+
+    gradcache_cam       gradcache_chunk=--chunk, LossSettings() masks (class + duplicate)
+    gradcache_infonce   gradcache_chunk=--chunk,
+                        LossSettings(class_mask=False, duplicate_mask=False)
+    plain_cam           gradcache_chunk=None (activations of the whole batch kept), CAM
+    plain_infonce       gradcache_chunk=None, plain InfoNCE
+
+(temperature 0.05 everywhere). Batches come through the library's data path: a labelled JSONL
+(classification-style records, so CAM's masks really fire; their counts are reported) read by
+`PairReader` and tokenised by `tokenize_batch`, a different batch every step, placed on the device
+before timing. Each step is compiled ahead of time (compile time reported), run for `--warmup`
+untimed rounds, then `--steps` timed rounds; the four contenders are interleaved round by round (in
+a rotating order) so a change in machine load hits all of them alike, and each time is the jitted
+call up to `jax.block_until_ready` of the new state and metrics. Reported: median / min / max, the
+ratios the issue targets (CAM overhead <= 3%, GradCache / plain <= 1.4x), and model FLOP/s.
+
+The step is dominated by the encoder, so a CAM overhead of a few percent of the loss vanishes
+there. A second section times the loss alone (`cam_infonce_sharded`, value and gradient with
+respect to the embeddings, on random unit vectors with the labels and text hashes of a real
+`--loss-batch` batch), CAM vs plain InfoNCE, where the masks' cost is visible.
+
+Run from the repository root (JSON on stdout, progress on stderr; about 6 minutes on 2 cores):
+
+    python benchmarks/train_step_time.py --out /tmp/train_step_time.json
+    python benchmarks/train_step_time.py --batch 256 --chunk 64 --steps 5   # the issue's size
+    python benchmarks/train_step_time.py --batch 32 --chunk 16 --steps 1 --loss-batch 1024  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import _machine as m
+import numpy as np
+
+log = m.logger("train_step_time")
+
+CONTENDERS = ("gradcache_cam", "gradcache_infonce", "plain_cam", "plain_infonce")
+
+
+def settings_for(name: str):
+    from compass_jax.losses import LossSettings
+
+    if name.endswith("_cam"):
+        return LossSettings(temperature=0.05)
+    return LossSettings(temperature=0.05, class_mask=False, duplicate_mask=False)
+
+
+def time_steps(args, data: str) -> dict[str, Any]:
+    from compass_jax.interop.tokenizer import load_tokenizer
+
+    model_cfg, params, model_dir, pooling = m.load(args.model)
+    tokenizer = load_tokenizer(model_dir)
+    rounds = args.warmup + args.steps
+    tic = time.perf_counter()
+    locals_ = m.tokenized_batches(
+        data, tokenizer, batch_size=args.batch, count=rounds, seq=args.seq, task="classification"
+    )
+    tokenize_s = (time.perf_counter() - tic) / rounds
+    harnesses, compile_info = {}, {}
+    for name in CONTENDERS:
+        chunk = args.chunk if name.startswith("gradcache") else None
+        h = m.Harness.create(
+            model_cfg,
+            params,
+            pooling,
+            batch_size=args.batch,
+            chunk=chunk,
+            seq=args.seq,
+            loss=settings_for(name),
+            dtype=args.dtype,
+        )
+        batches = [h.put(b) for b in locals_]
+        log(f"compiling {name} ...")
+        compile_info[name] = h.compile(batches[0])
+        log(f"  {compile_info[name]['compile_s']} s")
+        harnesses[name] = (h, batches)
+    times: dict[str, list[float]] = {n: [] for n in CONTENDERS}
+    metrics: dict[str, dict[str, float]] = {}
+    start = m.cpu_snapshot()
+    for r in range(rounds):
+        order = CONTENDERS[r % 4 :] + CONTENDERS[: r % 4]
+        for name in order:
+            h, batches = harnesses[name]
+            seconds, met = h.run(batches[r])
+            if r == 0:
+                metrics[name] = met
+            if r >= args.warmup:
+                times[name].append(seconds)
+            log(f"round {r + 1}/{rounds} {name}: {seconds:.2f} s (loss {met['loss']:.4f})")
+    contention = m.contention_since(start)
+    flops = {
+        name: m.step_flops(
+            model_cfg,
+            params,
+            seq=args.seq,
+            sequences=args.batch * 3,
+            gradcache=name.startswith("gradcache"),
+        )
+        for name in CONTENDERS
+    }
+    results = {}
+    for name in CONTENDERS:
+        med = float(np.median(times[name]))
+        results[name] = {
+            **m.summarize(times[name]),
+            "examples_per_s": round(args.batch / med, 1),
+            "model_gflop_per_s": round(flops[name]["model_flops"] / med / 1e9, 1),
+            "hardware_gflop_per_s": round(flops[name]["hardware_flops"] / med / 1e9, 1),
+            "first_step": {
+                k: round(metrics[name][k], 5)
+                for k in ("loss", "masked_total", "masked_class", "masked_duplicate")
+            },
+            **compile_info[name],
+        }
+    med = {n: results[n]["median_s"] for n in CONTENDERS}
+    ratios = {
+        "cam_overhead_gradcache": round(med["gradcache_cam"] / med["gradcache_infonce"] - 1, 4),
+        "cam_overhead_plain": round(med["plain_cam"] / med["plain_infonce"] - 1, 4),
+        "gradcache_over_plain_cam": round(med["gradcache_cam"] / med["plain_cam"], 3),
+        "gradcache_over_plain_infonce": round(med["gradcache_infonce"] / med["plain_infonce"], 3),
+        "gradcache_over_plain_hardware_flop_ratio": round(
+            flops["gradcache_cam"]["hardware_flops"] / flops["plain_cam"]["hardware_flops"], 3
+        ),
+        "targets": {"cam_overhead": "<= 0.03", "gradcache_over_plain": "<= 1.4"},
+    }
+    return {
+        "tokenize_s_per_batch": round(tokenize_s, 3),
+        "flops_per_step": flops["plain_cam"]
+        | {"gradcache_hardware_flops": flops["gradcache_cam"]["hardware_flops"]},
+        "contention": contention,
+        "contenders": results,
+        "ratios": ratios,
+    }
+
+
+def time_loss(args, data: str) -> dict[str, Any]:
+    """Value and gradient of the sharded loss alone, CAM vs plain InfoNCE."""
+    import jax
+    import jax.numpy as jnp
+
+    from compass_jax import sharding
+    from compass_jax.interop.tokenizer import load_tokenizer
+    from compass_jax.losses import ContrastiveBatch, cam_infonce_sharded
+    from compass_jax.resolve import resolve_model
+
+    b, d = args.loss_batch, args.loss_dim
+    tokenizer = load_tokenizer(resolve_model(args.model))
+    local = m.tokenized_batches(
+        data, tokenizer, batch_size=b, count=1, seq=8, task="classification"
+    )[0]
+    mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+    rng = np.random.default_rng(0)
+
+    def unit(*shape):
+        x = rng.standard_normal(shape, np.float32)
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    embs = (unit(b, d), unit(b, d), unit(b, 1, d))
+    meta = {
+        k: local[k]
+        for k in (
+            "negative_valid",
+            "label",
+            "negative_label",
+            "query_hash",
+            "positive_hash",
+            "negative_hash",
+        )
+    }
+
+    def make(settings):
+        def loss(q, p, n):
+            cb = ContrastiveBatch(
+                q,
+                p,
+                n,
+                meta["negative_valid"],
+                meta["label"],
+                meta["negative_label"],
+                meta["query_hash"],
+                meta["positive_hash"],
+                meta["negative_hash"],
+            )
+            return cam_infonce_sharded(cb, settings, mesh, block=tuple(args.loss_block))
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+
+    fns = {"cam": make(settings_for("x_cam")), "infonce": make(settings_for("x_infonce"))}
+    args_dev = tuple(jnp.asarray(e) for e in embs)
+    out: dict[str, Any] = {}
+    for name, fn in fns.items():
+        tic = time.perf_counter()
+        (loss, met), _ = jax.block_until_ready(fn(*args_dev))
+        out[name] = {
+            "first_call_s": round(time.perf_counter() - tic, 2),
+            "loss": round(float(loss), 5),
+            "masked_total": float(met["masked_total"]),
+        }
+    times: dict[str, list[float]] = {n: [] for n in fns}
+    for r in range(args.loss_repeats):
+        for name in list(fns)[r % 2 :] + list(fns)[: r % 2]:
+            tic = time.perf_counter()
+            jax.block_until_ready(fns[name](*args_dev))
+            times[name].append(time.perf_counter() - tic)
+    for name in fns:
+        out[name].update(m.summarize(times[name]))
+    out["cam_overhead"] = round(out["cam"]["median_s"] / out["infonce"]["median_s"] - 1, 4)
+    out["settings"] = {
+        "batch": b,
+        "dim": d,
+        "hard_negatives": 1,
+        "block": args.loss_block,
+        "candidates_per_query": 2 * b,
+    }
+    return out
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="all-MiniLM-L6-v2")
+    p.add_argument("--batch", type=int, default=128, help="global batch (triples)")
+    p.add_argument("--chunk", type=int, default=32, help="GradCache chunk (global rows)")
+    p.add_argument("--seq", type=int, default=32)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--steps", type=int, default=3, help="timed rounds")
+    p.add_argument("--loss-batch", type=int, default=4096)
+    p.add_argument("--loss-dim", type=int, default=384)
+    p.add_argument(
+        "--loss-block", type=lambda s: [int(x) for x in s.split(",")], default=[128, 1024]
+    )
+    p.add_argument("--loss-repeats", type=int, default=10)
+    p.add_argument("--skip-loss", action="store_true")
+    p.add_argument(
+        "--max-load",
+        type=float,
+        default=None,
+        help="wait until the 1-min load average is below this before starting",
+    )
+    p.add_argument("--max-wait-s", type=float, default=1800)
+    p.add_argument("--out", default=None)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*donated buffers.*")
+    quiet = m.wait_for_quiet(args.max_load, args.max_wait_s, log)
+    report: dict[str, Any] = {
+        "benchmark": "train_step_time",
+        "what": "median step time: CAM vs plain InfoNCE, GradCache vs plain step",
+        "settings": {
+            "model": args.model,
+            "batch": args.batch,
+            "chunk": args.chunk,
+            "seq": args.seq,
+            "hard_negatives": 1,
+            "dtype": args.dtype,
+            "mesh": "1 device (1 x 1)",
+            "warmup_rounds": args.warmup,
+            "timed_rounds": args.steps,
+            "temperature": 0.05,
+            "optimizer": "AdamW, constant lr 2e-5, clip 1.0",
+            "data": "classification task",
+        },
+        "machine": m.machine_info(with_torch=False),
+        "quiet_wait": quiet,
+    }
+    with tempfile.TemporaryDirectory(prefix="train_step_time_") as tmp:
+        data = str(m.make_pairs(os.path.join(tmp, "pairs.jsonl"), n=4096))
+        report["step"] = time_steps(args, data)
+        if not args.skip_loss:
+            log("loss alone ...")
+            report["loss_only"] = time_loss(args, data)
+    report["machine"]["load_average_at_end"] = m.load_average()
+    m.emit(report, args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()

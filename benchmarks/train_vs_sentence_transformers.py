@@ -1,0 +1,258 @@
+"""Training throughput: compass-jax's GradCache step vs sentence-transformers'
+`CachedMultipleNegativesRankingLoss` in PyTorch, on the same CPU, model, data and batch shape.
+
+Both sides train all-MiniLM-L6-v2 (fp32 weights) on the same pre-tokenised global batches of
+(query, positive, one hard negative) triples, every text padded/truncated to `--seq` tokens (the
+same token ids on both sides, produced once by the library's `PairReader` + `tokenize_batch`), with
+the same global batch, the same mini-batch (GradCache chunk) size and the same thread count:
+
+* ours: the jitted `train.make_train_step` with `gradcache_chunk=--chunk`, plain InfoNCE
+  (`LossSettings(temperature=0.05, class_mask=False, duplicate_mask=False)`), AdamW with
+  global-norm clipping at 1.0, float32 compute; bfloat16 compute (`TrainConfig(dtype="bfloat16")`:
+  bf16 matmuls with float32 accumulation, float32 master weights) is an extra row.
+* peer: `SentenceTransformer` + `CachedMultipleNegativesRankingLoss(model, scale=20,
+  mini_batch_size=--chunk)` (scale 20 = temperature 0.05, cosine similarity, in-batch positives and
+  hard negatives as candidates: the same loss), `loss(features, labels).backward()`,
+  `clip_grad_norm_(1.0)`, `torch.optim.AdamW.step()`, float32.
+
+Dropout is off on both sides (our default; the peer's dropout modules are set to p=0), so both
+compute the same function and the first-step losses on the same batch must agree (both values are
+reported). Each step is timed to completion (`jax.block_until_ready`; the torch step is
+synchronous), tokenisation excluded; contenders are interleaved round by round in a rotating
+order after `--warmup` untimed rounds (ours compiles in its first), and the median of `--steps`
+timed rounds gives examples per second. The ratio ours / peer targets >= 1.5x.
+
+Run from the repository root (JSON on stdout, progress on stderr; about 8 minutes on 2 cores):
+
+    python benchmarks/train_vs_sentence_transformers.py --out /tmp/train_vs_st.json
+    python benchmarks/train_vs_sentence_transformers.py --batch 32 --chunk 16 --steps 1  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import _machine as m
+import numpy as np
+
+log = m.logger("train_vs_st")
+MODEL = "all-MiniLM-L6-v2"
+TOWERS = (
+    ("query_ids", "query_mask"),
+    ("positive_ids", "positive_mask"),
+    ("negative_ids", "negative_mask"),
+)
+
+
+def ours(args, batches, dtype: str) -> tuple[Callable[[int], float], dict[str, Any]]:
+    from compass_jax.losses import LossSettings
+
+    model_cfg, params, _, pooling = m.load(MODEL)
+    loss = LossSettings(temperature=1 / args.scale, class_mask=False, duplicate_mask=False)
+    h = m.Harness.create(
+        model_cfg,
+        params,
+        pooling,
+        batch_size=args.batch,
+        chunk=args.chunk,
+        seq=args.seq,
+        loss=loss,
+        dtype=dtype,
+        learning_rate=args.lr,
+    )
+    placed = [h.put(b) for b in batches]
+    log(f"compiling ours ({dtype}) ...")
+    info = h.compile(placed[0])
+    info["flops"] = m.step_flops(
+        model_cfg, params, seq=args.seq, sequences=3 * args.batch, gradcache=True
+    )
+
+    def step(i: int) -> float:
+        return h.run(placed[i])[1]["loss"]
+
+    return step, info
+
+
+def peer(args, batches) -> tuple[Callable[[int], float], dict[str, Any]]:
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+    )
+
+    from compass_jax.resolve import resolve_model
+
+    model = SentenceTransformer(str(resolve_model(MODEL)), device="cpu", local_files_only=True)
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    loss_fn = CachedMultipleNegativesRankingLoss(
+        model, scale=args.scale, mini_batch_size=args.chunk
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+
+    def features(batch):
+        out = []
+        for ids, mask in TOWERS:
+            t_ids = torch.from_numpy(batch[ids].astype(np.int64))
+            out.append(
+                {
+                    "input_ids": t_ids,
+                    "attention_mask": torch.from_numpy(batch[mask].astype(np.int64)),
+                    "token_type_ids": torch.zeros_like(t_ids),
+                }
+            )
+        return out
+
+    feats = [features(b) for b in batches]
+
+    def step(i: int) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(feats[i], None)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return float(loss.detach())
+
+    return step, {
+        "torch_threads": torch.get_num_threads(),
+        "attn_implementation": getattr(model[0].auto_model.config, "_attn_implementation", None),
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=128, help="global batch (triples)")
+    p.add_argument("--chunk", type=int, default=32, help="mini-batch / GradCache chunk")
+    p.add_argument("--seq", type=int, default=32)
+    p.add_argument("--scale", type=float, default=20.0, help="1 / temperature")
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--threads", type=int, default=None, help="default: all schedulable CPUs")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--steps", type=int, default=3, help="timed rounds")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument(
+        "--max-load",
+        type=float,
+        default=None,
+        help="wait until the 1-min load average is below this before starting",
+    )
+    p.add_argument("--max-wait-s", type=float, default=1800)
+    p.add_argument("--out", default=None)
+    return p.parse_args(argv)
+
+
+def pin_threads(threads: int | None) -> int:
+    """Both runtimes get the same CPUs: XLA sizes its pool from the schedulable CPUs, torch is
+    told the same number."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads and threads < len(cpus):
+        os.sched_setaffinity(0, cpus[:threads])
+    n = len(os.sched_getaffinity(0))
+    import torch
+
+    torch.set_num_threads(n)
+    return n
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore")
+    threads = pin_threads(args.threads)  # before JAX starts its thread pool
+    quiet = m.wait_for_quiet(args.max_load, args.max_wait_s, log)
+    machine = m.machine_info()
+    from compass_jax.interop.tokenizer import load_tokenizer
+    from compass_jax.resolve import resolve_model
+
+    rounds = args.warmup + args.steps
+    with tempfile.TemporaryDirectory(prefix="train_vs_st_") as tmp:
+        data = m.make_pairs(os.path.join(tmp, "pairs.jsonl"), n=4096)
+        tokenizer = load_tokenizer(resolve_model(MODEL))
+        batches = m.tokenized_batches(
+            data, tokenizer, batch_size=args.batch, count=rounds, seq=args.seq, task="retrieval"
+        )
+    contenders, info = {}, {}
+    contenders["ours_float32"], info["ours_float32"] = ours(args, batches, "float32")
+    if args.bf16:
+        contenders["ours_bfloat16"], info["ours_bfloat16"] = ours(args, batches, "bfloat16")
+    contenders["sentence_transformers_float32"], info["sentence_transformers_float32"] = peer(
+        args, batches
+    )
+    names = list(contenders)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    first_loss: dict[str, float] = {}
+    start = m.cpu_snapshot()
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            tic = time.perf_counter()
+            loss = contenders[name](r)
+            seconds = time.perf_counter() - tic
+            first_loss.setdefault(name, loss)
+            if r >= args.warmup:
+                times[name].append(seconds)
+            log(f"round {r + 1}/{rounds} {name}: {seconds:.2f} s (loss {loss:.5f})")
+    contention = m.contention_since(start)
+    # The same algorithm on both sides: two forward passes and one backward pass per example.
+    flops = {n: info[n].pop("flops") for n in names if "flops" in info[n]}["ours_float32"]
+    rows = {}
+    for name in names:
+        med = float(np.median(times[name]))
+        row = {
+            **m.summarize(times[name]),
+            "examples_per_s": round(args.batch / med, 2),
+            "first_step_loss": round(first_loss[name], 6),
+        }
+        row["model_gflop_per_s"] = round(flops["model_flops"] / med / 1e9, 1)
+        row["hardware_gflop_per_s"] = round(flops["hardware_flops"] / med / 1e9, 1)
+        rows[name] = {**row, **info[name]}
+    peer_eps = rows["sentence_transformers_float32"]["examples_per_s"]
+    ratios = {
+        f"{n}_over_sentence_transformers": round(rows[n]["examples_per_s"] / peer_eps, 3)
+        for n in names
+        if n.startswith("ours")
+    }
+    ratios["target"] = ">= 1.5 (ours_float32)"
+    first = {n: rows[n]["first_step_loss"] for n in names}
+    ref = first["sentence_transformers_float32"]
+    report = {
+        "benchmark": "train_vs_sentence_transformers",
+        "what": "examples/s of a GradCache training step, compass-jax vs sentence-transformers",
+        "settings": {
+            "model": MODEL,
+            "batch": args.batch,
+            "mini_batch": args.chunk,
+            "seq": args.seq,
+            "hard_negatives": 1,
+            "scale": args.scale,
+            "loss": "InfoNCE, no CAM masks",
+            "optimizer": f"AdamW lr {args.lr} wd 0.01, clip 1.0",
+            "threads": threads,
+            "dropout": "off on both sides",
+            "warmup_rounds": args.warmup,
+            "timed_rounds": args.steps,
+            "data": "retrieval triples, same token ids both sides",
+        },
+        "machine": machine,
+        "quiet_wait": quiet,
+        "contention": contention,
+        "flops_per_step": flops,
+        "contenders": rows,
+        "ratios": ratios,
+        "first_step_loss": {
+            **first,
+            "abs_diff_ours_float32_vs_peer": round(abs(first["ours_float32"] - ref), 6),
+        },
+    }
+    m.emit(report, args.out)
+    return report
+
+
+if __name__ == "__main__":
+    main()
