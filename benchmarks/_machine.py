@@ -159,6 +159,27 @@ def contention_since(start: tuple[float, float, float, float]) -> dict[str, floa
     }
 
 
+class Timer:
+    """Wall and this process's CPU seconds (all threads) of a `with` block. On a shared machine
+    the CPU seconds move much less with other people's load than the wall time does."""
+
+    def __enter__(self) -> Timer:
+        t = os.times()
+        self._wall, self._cpu = time.perf_counter(), t.user + t.system
+        return self
+
+    def __exit__(self, *exc) -> None:
+        t = os.times()
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = t.user + t.system - self._cpu
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """Median over rounds of `a[i] / b[i]`: contenders timed back to back in the same round see
+    the same machine load, so per-round ratios cancel most of its drift."""
+    return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 4)
+
+
 def summarize(times: Sequence[float]) -> dict[str, Any]:
     return {
         "median_s": round(statistics.median(times), 4),

@@ -16,8 +16,11 @@ tokens; the issue's 256 is `--batch 256 --chunk 64`):
 before timing. Each step is compiled ahead of time (compile time reported), run for `--warmup`
 untimed rounds, then `--steps` timed rounds; the four contenders are interleaved round by round (in
 a rotating order) so a change in machine load hits all of them alike, and each time is the jitted
-call up to `jax.block_until_ready` of the new state and metrics. Reported: median / min / max, the
-ratios the issue targets (CAM overhead <= 3%, GradCache / plain <= 1.4x), and model FLOP/s.
+call up to `jax.block_until_ready` of the new state and metrics. Reported: median / min / max
+wall times and the process's CPU seconds per step, model FLOP/s, and the ratios the issue targets
+(CAM / InfoNCE <= 1.03, GradCache / plain <= 1.4), each four ways: from median wall times (the
+headline), as the median of per-round ratios (contenders of a round see the same load), from the
+fastest rounds, and from median CPU seconds (least moved by other people's load).
 
 The step is dominated by the encoder, so a CAM overhead of a few percent of the loss vanishes
 there. A second section times the loss alone (`cam_infonce_sharded`, value and gradient with
@@ -87,18 +90,24 @@ def time_steps(args, data: str) -> dict[str, Any]:
         log(f"  {compile_info[name]['compile_s']} s")
         harnesses[name] = (h, batches)
     times: dict[str, list[float]] = {n: [] for n in CONTENDERS}
+    cpu: dict[str, list[float]] = {n: [] for n in CONTENDERS}
     metrics: dict[str, dict[str, float]] = {}
     start = m.cpu_snapshot()
     for r in range(rounds):
         order = CONTENDERS[r % 4 :] + CONTENDERS[: r % 4]
         for name in order:
             h, batches = harnesses[name]
-            seconds, met = h.run(batches[r])
+            with m.Timer() as t:
+                _, met = h.run(batches[r])
             if r == 0:
                 metrics[name] = met
             if r >= args.warmup:
-                times[name].append(seconds)
-            log(f"round {r + 1}/{rounds} {name}: {seconds:.2f} s (loss {met['loss']:.4f})")
+                times[name].append(t.wall)
+                cpu[name].append(t.cpu)
+            log(
+                f"round {r + 1}/{rounds} {name}: {t.wall:.2f} s wall, {t.cpu:.2f} s CPU "
+                f"(loss {met['loss']:.4f})"
+            )
     contention = m.contention_since(start)
     flops = {
         name: m.step_flops(
@@ -122,18 +131,29 @@ def time_steps(args, data: str) -> dict[str, Any]:
                 k: round(metrics[name][k], 5)
                 for k in ("loss", "masked_total", "masked_class", "masked_duplicate")
             },
+            "cpu_s": [round(c, 2) for c in cpu[name]],
             **compile_info[name],
         }
-    med = {n: results[n]["median_s"] for n in CONTENDERS}
+
+    def ratio(a: str, b: str) -> dict[str, float]:
+        """a / b four ways: medians of wall times (the headline), the median of per-round
+        ratios, fastest rounds, and medians of the process's CPU seconds."""
+        return {
+            "median_wall": round(float(np.median(times[a]) / np.median(times[b])), 4),
+            "paired_wall": m.paired_ratio(times[a], times[b]),
+            "min_wall": round(min(times[a]) / min(times[b]), 4),
+            "median_cpu": round(float(np.median(cpu[a]) / np.median(cpu[b])), 4),
+        }
+
     ratios = {
-        "cam_overhead_gradcache": round(med["gradcache_cam"] / med["gradcache_infonce"] - 1, 4),
-        "cam_overhead_plain": round(med["plain_cam"] / med["plain_infonce"] - 1, 4),
-        "gradcache_over_plain_cam": round(med["gradcache_cam"] / med["plain_cam"], 3),
-        "gradcache_over_plain_infonce": round(med["gradcache_infonce"] / med["plain_infonce"], 3),
+        "cam_over_infonce_gradcache": ratio("gradcache_cam", "gradcache_infonce"),
+        "cam_over_infonce_plain": ratio("plain_cam", "plain_infonce"),
+        "gradcache_over_plain_cam": ratio("gradcache_cam", "plain_cam"),
+        "gradcache_over_plain_infonce": ratio("gradcache_infonce", "plain_infonce"),
         "gradcache_over_plain_hardware_flop_ratio": round(
             flops["gradcache_cam"]["hardware_flops"] / flops["plain_cam"]["hardware_flops"], 3
         ),
-        "targets": {"cam_overhead": "<= 0.03", "gradcache_over_plain": "<= 1.4"},
+        "targets": {"cam_over_infonce": "<= 1.03", "gradcache_over_plain": "<= 1.4"},
     }
     return {
         "tokenize_s_per_batch": round(tokenize_s, 3),
@@ -216,7 +236,12 @@ def time_loss(args, data: str) -> dict[str, Any]:
             times[name].append(time.perf_counter() - tic)
     for name in fns:
         out[name].update(m.summarize(times[name]))
-    out["cam_overhead"] = round(out["cam"]["median_s"] / out["infonce"]["median_s"] - 1, 4)
+    out["cam_over_infonce"] = {
+        "median": round(out["cam"]["median_s"] / out["infonce"]["median_s"], 4),
+        "paired": m.paired_ratio(times["cam"], times["infonce"]),
+        "min": round(min(times["cam"]) / min(times["infonce"]), 4),
+        "target": "<= 1.03",
+    }
     out["settings"] = {
         "batch": b,
         "dim": d,
