@@ -8,12 +8,10 @@ Not a benchmark itself; the `train_*.py` scripts import it (it lives next to the
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +23,15 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
+
+from compass_jax.machine import (  # noqa: E402  (re-exported for the scripts)
+    cpu_description,
+    load_average,
+    machine_info,
+    meminfo_gib,
+)
+
+__all__ = ["cpu_description", "load_average", "machine_info", "meminfo_gib"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,64 +63,6 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, np.ndarray):
         return x.tolist()
     return str(x)
-
-
-def cpu_description() -> dict[str, Any]:
-    model, flags = platform.processor(), set()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    interesting = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-    return {"cpu_model": model, "simd_flags": [f for f in interesting if f in flags]}
-
-
-def meminfo_gib() -> dict[str, float]:
-    out = {}
-    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="utf-8") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("MemTotal", "MemAvailable"):
-                out[key] = round(int(value.split()[0]) / 2**20, 1)
-    return {"mem_total_gib": out.get("MemTotal"), "mem_available_gib": out.get("MemAvailable")}
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def machine_info(*, with_torch: bool = True) -> dict[str, Any]:
-    """CPU, cores, memory, library versions, JAX backend and devices, load average."""
-    import flax
-    import jax
-    import optax
-
-    info: dict[str, Any] = {
-        **cpu_description(),
-        "cpu_count": os.cpu_count(),
-        "schedulable_cpus": len(os.sched_getaffinity(0)),
-        **meminfo_gib(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "load_average_at_start": load_average(),
-    }
-    if with_torch:
-        try:
-            import torch
-
-            info["torch"] = torch.__version__
-            info["torch_threads"] = torch.get_num_threads()
-        except ImportError:
-            info["torch"] = None
-    return info
 
 
 def wait_for_quiet(max_load: float | None, max_wait_s: float, log: Callable[[str], None]):
@@ -271,12 +220,22 @@ EXTRAS = (
 )
 
 
-def make_pairs(path: str | os.PathLike, n: int = 2048, seed: int = 0) -> pathlib.Path:
+def make_pairs(
+    path: str | os.PathLike, n: int = 2048, seed: int = 0, min_words: int = 0
+) -> pathlib.Path:
     """A JSONL of contrastive records in two tasks, like `tests/train_fixtures.make_pairs` but
     with more variety: `retrieval` (query -> product title, one hard negative: the same brand's
     title in another category, no label) and `classification` (title -> category name, labelled,
-    so many examples share a positive text: the case CAM exists for)."""
+    so many examples share a positive text: the case CAM exists for). Natural lengths are short
+    (about 8-20 tokens); `min_words` > 0 lengthens every text with product-description words to at
+    least that many words (each at least one token), so that texts fill a fixed token length."""
     rng = np.random.default_rng(seed)
+    vocabulary = [w for phrase in ADJECTIVES + EXTRAS + CATEGORIES for w in phrase.split()]
+
+    def lengthen(text: str) -> str:
+        missing = min_words - len(text.split())
+        return text if missing <= 0 else f"{text} {' '.join(rng.choice(vocabulary, missing))}"
+
     lines = []
     for i in range(n):
         c = int(rng.integers(len(CATEGORIES)))
@@ -299,6 +258,12 @@ def make_pairs(path: str | os.PathLike, n: int = 2048, seed: int = 0) -> pathlib
                 "label": c,
                 "task": "classification",
             }
+        if min_words:
+            record["query"], record["positive"] = (
+                lengthen(record["query"]),
+                lengthen(record["positive"]),
+            )
+            record["negatives"] = [lengthen(t) for t in record["negatives"]]
         lines.append(json.dumps({**record, "lang": "en"}))
     path = pathlib.Path(path)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -339,6 +304,26 @@ def tokenized_batches(
 # ---------------------------------------------------------------------------------------------
 # One jitted training step, built as the trainer builds it
 # ---------------------------------------------------------------------------------------------
+
+
+def token_shares(batch: dict[str, np.ndarray], mini_batch: int) -> dict[str, float]:
+    """Share of the padded `[b, l]` token grid that holds real tokens, and the share a runtime
+    computes when it trims each mini-batch to its longest text (sentence-transformers' cached
+    losses do), averaged over the three towers."""
+    real, trimmed = [], []
+    for tower in ("query", "positive", "negative"):
+        mask = batch[f"{tower}_mask"]
+        real.append(mask.mean())
+        lengths = mask.sum(1)
+        widest = [
+            lengths[i : i + mini_batch].max() * len(lengths[i : i + mini_batch])
+            for i in range(0, len(lengths), mini_batch)
+        ]
+        trimmed.append(sum(widest) / mask.size)
+    return {
+        "real_token_share": round(float(np.mean(real)), 3),
+        "trimmed_mini_batch_share": round(float(np.mean(trimmed)), 3),
+    }
 
 
 def load(model: str):

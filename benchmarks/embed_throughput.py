@@ -39,7 +39,6 @@ import functools
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -232,23 +231,12 @@ def pin_threads(threads: int) -> str:
     return f"process pinned to CPUs {cpus[:threads]} (sched_setaffinity) so XLA uses {threads}"
 
 
-def cpu_description() -> dict[str, Any]:
-    model, flags = platform.processor(), set()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    interesting = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-    return {"cpu_model": model, "simd_flags": [f for f in interesting if f in flags]}
-
-
 def machine_info(threads_note: str) -> dict[str, Any]:
     import jax
     import torch
     import transformers
+
+    from compass_jax.machine import cpu_description
 
     return {
         **cpu_description(),

@@ -1,14 +1,14 @@
 """Peak memory of one training step vs global batch size, with GradCache and without.
 
-For each global batch size in `--batches` (default 256, 512, 1024) a *fresh subprocess* loads
-the model (default
-all-MiniLM-L6-v2; `--model tiny` for a small random BERT), builds the training state on one
-device (`sharding.make_mesh(1, 1, devices=jax.devices()[:1])`), tokenises real batches of pairs
-with one hard negative at `--seq` tokens through the library's data path, compiles the jitted step
-and runs `--steps` steps (the first one's compile included). It then reports the whole process's
-peak resident memory, `resource.getrusage(RUSAGE_SELF).ru_maxrss`, and on a GPU the device's
-`memory_stats()["peak_bytes_in_use"]`. A baseline subprocess that only loads the model and builds
-the training state (params + AdamW moments) and the tokenizer is subtracted.
+For each global batch size in `--batches` (default 128, 256, 512, 1024) a *fresh subprocess*
+loads the model (default all-MiniLM-L6-v2; `--model tiny` for a small random BERT), builds the
+training state on one device (`sharding.make_mesh(1, 1, devices=jax.devices()[:1])`), tokenises
+real batches of pairs with one hard negative at `--seq` tokens through the library's data path,
+compiles the jitted step and runs `--steps` steps (the first one's compile included). It then
+reports the whole process's peak resident memory, `resource.getrusage(RUSAGE_SELF).ru_maxrss`,
+and on a GPU the device's `memory_stats()["peak_bytes_in_use"]`. A baseline subprocess that only
+loads the model and the tokenizer and builds the training state (params + AdamW moments) is
+subtracted.
 
 Two series:
 
@@ -18,14 +18,17 @@ Two series:
   backward pass. Expected growth: `b x activations`. The parent watches the child's RSS and kills it
   once it passes `--cap-gb` (default 12, lowered to what the machine has free); that batch and the
   larger ones are reported as "exceeded". For those, a compile-only subprocess still reports what
-  XLA's buffer assignment would need (`xla_*_bytes`, known without running).
+  XLA's buffer assignment would need (`xla_*_bytes`, known without running). With one point under
+  the cap there is no slope; `rss_above_baseline_mib_per_1k_examples_each` gives each point's
+  growth over the baseline per 1,000 examples instead.
 
 Every point also carries XLA's own buffer sizes of the compiled step (temporaries at its peak plus
 arguments and outputs), a noise-free view of the same growth, and the peak RSS of the steps alone
 (`VmHWM` after the compiler's heap is trimmed and the counter reset: the compile's own peak, a few
 hundred MB whatever the batch, can otherwise hide the step's). `--xla-batches` (default 2048, 4096,
 8192) extends both series by compile-only sizing, which takes seconds where a real step at 8192
-takes many minutes on a 2-core CPU; pass the whole sweep to `--batches` to measure RSS there too.
+takes many minutes on a 2-core CPU (a GradCache step costs ~8 GFLOP per triple at seq 32); pass the
+whole sweep to `--batches` to measure RSS there too (about an hour and a half here).
 Slopes are least-squares fits, in MiB per 1,000 examples of global batch.
 
 Run from the repository root (JSON on stdout, progress on stderr; about 15 minutes on 2 cores):
@@ -232,6 +235,10 @@ def series(args, mode: str, base: dict[str, Any], cap: int | None, data: str, mo
                     r["device_peak_bytes"] - base["device_peak_bytes"]
                 )
             row["examples_per_s_last_step"] = round(batch / r["step_s"][-1], 1)
+        elif r["status"] == "exceeded" and "killed_at_rss_bytes" in r and args.xla_beyond_cap:
+            log(f"{mode} batch {batch} (compile only, after the kill) ...")
+            sized = spawn({**job, "compile_only": True}, None)
+            row.update({k: v for k, v in sized.items() if k.startswith("xla_")})
         log(f"  -> {_short(row)}")
         rows.append(row)
         exceeded = exceeded or r["status"] == "exceeded"
@@ -272,6 +279,10 @@ def fits(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "points_rss": len(ok),
         "points_xla": len(xla),
     }
+    if ok:  # with one point no slope: the growth over the baseline, per 1k examples
+        out["rss_above_baseline_mib_per_1k_examples_each"] = [
+            round(r["above_baseline_bytes"] / r["batch"] * 1000 / MIB, 1) for r in ok
+        ]
     device = [(r["batch"], r["device_peak_bytes"]) for r in ok if r.get("device_peak_bytes")]
     if device:
         out["device_mib_per_1k_examples"] = slope_mib_per_1k(device)
@@ -289,9 +300,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="all-MiniLM-L6-v2",
         help="bundled name or HF dir; 'tiny' = a small random BERT (2 x 32)",
     )
-    p.add_argument(
-        "--batches", default="256,512,1024", type=ints, help="batches measured by running steps"
-    )
+    p.add_argument("--batches", default="128,256,512,1024", type=ints, help="batches run for real")
     p.add_argument(
         "--xla-batches",
         default="2048,4096,8192",
