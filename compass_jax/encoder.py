@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 from compass_jax.config import ModelConfig
 from compass_jax.data.bucketing import length_buckets, pick_bucket
 from compass_jax.embedding import embed
+from compass_jax.interop import fp8 as fp8_format
+from compass_jax.interop.fp8 import simulate_w8a8
 from compass_jax.interop.st_package import EmbedderSettings, read_settings
 from compass_jax.interop.tokenizer import load_tokenizer
 from compass_jax.resolve import load_model
@@ -59,6 +61,22 @@ def make_batches(
         yield Batch(rows, ids, mask)
 
 
+@functools.lru_cache(maxsize=32)
+def embed_program(cfg: ModelConfig, pooling: str, normalize: bool, fp8: frozenset[str] | None):
+    """`jit(params, ids, mask, dim) -> embeddings`, one per (config, pooling, FP8 simulation),
+    shared by every encoder: the models of one architecture (a base, its fine-tunes, the merges
+    of a sweep) compile once. With `fp8` (param paths), the input of each matmul with those
+    weights is quantised per token to E4M3, as vLLM's FP8 kernels do (`simulate_w8a8`)."""
+
+    def run(params, ids, mask, dim):
+        fn = lambda p, i, m: embed(cfg, p, i, m, pooling=pooling, normalize=normalize, dim=dim)
+        if fp8 is not None:
+            fn = simulate_w8a8(fn, fp8.__contains__)
+        return fn(params, ids, mask)
+
+    return jax.jit(run, static_argnums=3)
+
+
 @dataclasses.dataclass
 class Encoder:
     cfg: ModelConfig
@@ -67,6 +85,7 @@ class Encoder:
     settings: EmbedderSettings
     path: str = ""  # the directory with the tokenizer and sentence-transformers files
     source: str = ""  # what was loaded: that directory, a training workdir or a checkpoint
+    fp8: frozenset[str] | None = None  # params served as FP8 (activations simulated)
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, *, dtype: str = "float32") -> Encoder:
@@ -76,10 +95,11 @@ class Encoder:
         settings = read_settings(
             path, cfg.arch, default_max_length=min(tokenizer.model_max_length, 8192)
         )
+        fp8 = fp8_format.served_fp8(path, cfg, params)
         # Inference keeps weights in the compute dtype: half the memory traffic in bf16.
         params = jax.device_put(jax.tree.map(lambda x: jnp.asarray(x, dtype), params))
         source = os.fspath(model) if model is not None else str(path)
-        return cls(cfg, params, tokenizer, settings, str(path), source)
+        return cls(cfg, params, tokenizer, settings, str(path), source, fp8)
 
     @property
     def dim(self) -> int:
@@ -93,15 +113,10 @@ class Encoder:
         )
         return encoded["input_ids"], max_length
 
-    @functools.cached_property
+    @property
     def _embed_fn(self):
         s = self.settings
-        return jax.jit(
-            lambda params, ids, mask, dim: embed(
-                self.cfg, params, ids, mask, pooling=s.pooling, normalize=s.normalize, dim=dim
-            ),
-            static_argnums=3,
-        )
+        return embed_program(self.cfg, s.pooling, s.normalize, self.fp8)
 
     def encode(
         self,

@@ -13,7 +13,6 @@ relative Frobenius error of every quantised weight, and the deltas of an optiona
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -27,10 +26,8 @@ import numpy as np
 from compass_jax import tree
 from compass_jax.atomic import atomic_path
 from compass_jax.config import ModelConfig
-from compass_jax.embedding import embed
 from compass_jax.encoder import Encoder
 from compass_jax.interop import fp8
-from compass_jax.interop.fp8 import simulate_w8a8
 from compass_jax.interop.st_package import EmbedderSettings
 
 REPORT_JSON, REPORT_MD = "fp8_report.json", "fp8_report.md"
@@ -40,32 +37,6 @@ EncodeFn = Callable[..., np.ndarray]
 
 class QualityError(ValueError):
     """FP8 embeddings drift too far from the reference; the message names the language."""
-
-
-@functools.lru_cache(maxsize=16)
-def _embed_program(cfg: ModelConfig, pooling: str, normalize: bool, quantized: frozenset | None):
-    """One jitted embed per (config, side), shared by every report: exporting the same model
-    twice compiles once."""
-
-    def run(params, ids, mask, dim):
-        fn = lambda p, i, m: embed(cfg, p, i, m, pooling=pooling, normalize=normalize, dim=dim)
-        if quantized is not None:
-            fn = simulate_w8a8(fn, quantized.__contains__)
-        return fn(params, ids, mask)
-
-    return jax.jit(run, static_argnums=3)
-
-
-@dataclasses.dataclass
-class _ReportEncoder(Encoder):
-    """The reference (`quantized` None) or the simulated FP8 side."""
-
-    quantized: frozenset[str] | None = None
-
-    @functools.cached_property
-    def _embed_fn(self):
-        s = self.settings
-        return _embed_program(self.cfg, s.pooling, s.normalize, self.quantized)
 
 
 def load_calibration(path: str | os.PathLike | None = None) -> list[dict]:
@@ -126,12 +97,10 @@ def quality_report(
             quantized.add(path)
     compute = cfg.replace(dtype=dtype)
     settings = dataclasses.replace(settings, default_prompt_name=None)  # prompts are explicit
-    reference = _ReportEncoder(
-        compute, jax.device_put(tree.unflatten(rounded)), tokenizer, settings
-    )
-    simulated = _ReportEncoder(
+    reference = Encoder(compute, jax.device_put(tree.unflatten(rounded)), tokenizer, settings)
+    simulated = Encoder(
         compute, jax.device_put(tree.unflatten(fp8_flat)), tokenizer, settings,
-        quantized=frozenset(quantized),
+        fp8=frozenset(quantized),
     )  # fmt: skip
     sides = {"reference": reference, "fp8": simulated}
     emb = {k: _embed_records(e, records, batch_size) for k, e in sides.items()}

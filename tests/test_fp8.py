@@ -4,17 +4,19 @@ with compressed-tensors' name matching, loading in transformers with compressed-
 the JAX W8A8 simulation against that PyTorch oracle, the quality report and gate."""
 
 import json
-import os
+import shutil
 
 import jax
 import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from sentence_transformers.models import Pooling
 from test_export import TEXTS, tiny_model_dir
 from transformers import AutoModel, AutoTokenizer
 
 from compass_jax import cli, models, tree
+from compass_jax.encoder import Encoder
 from compass_jax.fp8_quality import QualityError, load_calibration
 from compass_jax.interop import ExportError, fp8, load_hf, save_hf
 from compass_jax.interop import safetensors_io as st
@@ -131,25 +133,6 @@ def _hf_suffix(arch: str, path: str) -> str:
     raise KeyError(path)
 
 
-def _dequantised_params(out, tmp_path):
-    """The export's weights as stored (FP8 x scale, bf16 elsewhere), through `load_hf`."""
-    f = st.SafetensorsFile(out / "model.safetensors")
-    tensors = {}
-    for key in f.names():
-        if key.endswith("_scale"):
-            continue
-        value = np.asarray(f.read(key)).astype(np.float32)
-        if f.dtype(key) == FP8:
-            value = fp8.dequantize_weight(f.read(key), f.read(key + "_scale"))
-        tensors[key] = value
-    os.makedirs(tmp_path / "deq")
-    st.save_file(tensors, tmp_path / "deq" / "model.safetensors")
-    hf = json.loads((out / "config.json").read_text())
-    hf.pop("quantization_config")
-    (tmp_path / "deq" / "config.json").write_text(json.dumps(hf))
-    return load_hf(tmp_path / "deq")
-
-
 @pytest.mark.parametrize("arch", ["bert", "qwen3"])
 def test_transformers_loads_fp8_and_matches_the_jax_w8a8_simulation(arch, exports, tmp_path):
     _, _, out = exports[arch]
@@ -169,7 +152,7 @@ def test_transformers_loads_fp8_and_matches_the_jax_w8a8_simulation(arch, export
         theirs = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
     theirs = theirs.last_hidden_state.numpy()
 
-    cfg, params = _dequantised_params(out, tmp_path)
+    cfg, params = load_hf(out)  # FP8 weights dequantised with their scales
     is_q = lambda path: fp8.is_block_linear(cfg.arch, path)
     apply = lambda p, i, m: models.apply(cfg, p, i, m)
     simulated = np.asarray(jax.jit(simulate_w8a8(apply, is_q))(params, ids, mask))
@@ -182,6 +165,31 @@ def test_transformers_loads_fp8_and_matches_the_jax_w8a8_simulation(arch, export
     assert err_sim < 0.02 * np.abs(theirs[valid]).max(), err_sim
     assert np.median(np.abs(simulated - theirs)[valid]) < 1e-5
     assert err_weights_only > 5 * err_sim  # the activation quantiser is what makes it match
+
+    # `Encoder.load` on the export serves what vLLM computes: the same W8A8 simulation, pooled.
+    encoder = Encoder.load(out)
+    assert encoder.fp8 == {p for p in tree.flatten(params) if is_q(p)}
+    ours = encoder.encode(TEXTS)
+    pooling = Pooling.load(str(out / "1_Pooling"))  # sentence-transformers pools theirs
+    features = {"token_embeddings": torch.tensor(theirs), "attention_mask": torch.tensor(mask)}
+    reference = pooling(features)["sentence_embedding"].numpy()
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    cosine = np.sum(ours * reference, axis=1)
+    assert cosine.min() > 0.999, cosine
+    plain = Encoder.load(out)
+    plain.fp8 = None  # weights-only: what the FP8 activations change
+    assert np.abs(plain.encode(TEXTS) - ours).max() > 1e-4
+
+
+def test_only_the_fp8_scheme_loads(exports, tmp_path):
+    _, _, out = exports["bert"]
+    other = tmp_path / "int8"
+    shutil.copytree(out, other)
+    hf = json.loads((other / "config.json").read_text())
+    hf["quantization_config"]["config_groups"]["group_0"]["weights"]["type"] = "int"
+    (other / "config.json").write_text(json.dumps(hf))
+    with pytest.raises(ValueError, match=r"config_groups.group_0.weights.type is 'int'"):
+        load_hf(other)
 
 
 def test_simulation_is_exact_on_a_small_mlp_and_refuses_other_uses():

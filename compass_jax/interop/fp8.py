@@ -22,6 +22,8 @@ every FP8 matmul per token, as a transformation of the traced program (no model 
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -158,6 +160,52 @@ def quantization_config(arch: str) -> dict:
         "sparsity_config": {},
         "transform_config": {},
     }
+
+
+def served_fp8(model_dir: str | os.PathLike, cfg, params: Any) -> frozenset[str] | None:
+    """The param paths an FP8 export serves as FP8 matmuls (None for any other model): the
+    block linears, when `config.json` carries a `quantization_config` (checked on load)."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        if "quantization_config" not in json.load(f):
+            return None
+    return frozenset(
+        p
+        for p in tree.flatten(params)
+        if is_block_linear(cfg.arch, p, attention_bias=cfg.attention_bias)
+    )
+
+
+def check_scheme(block: Any, source: str) -> None:
+    """Refuse a `quantization_config` other than the FP8 scheme `quantization_config` writes
+    (per-channel E4M3 weights, dynamic per-token E4M3 activations): loading another scheme's
+    weights as if they were this one would silently compute something else."""
+    expected = quantization_config("bert")["config_groups"]["group_0"]
+    essential = ("num_bits", "type", "strategy", "dynamic", "symmetric", "group_size")
+    problems = []
+    if not isinstance(block, dict):
+        problems.append(f"expected an object, got {block!r}")
+    else:
+        for field in ("quant_method", "format"):
+            want = {"quant_method": "compressed-tensors", "format": "float-quantized"}[field]
+            if block.get(field) != want:
+                problems.append(f"{field} is {block.get(field)!r}, expected {want!r}")
+        for name, group in (block.get("config_groups") or {}).items():
+            for part in ("weights", "input_activations"):
+                got = (group or {}).get(part) or {}
+                for k in essential:
+                    if got.get(k) != expected[part][k]:
+                        problems.append(
+                            f"config_groups.{name}.{part}.{k} is {got.get(k)!r}, "
+                            f"expected {expected[part][k]!r}"
+                        )
+    if problems:
+        raise ValueError(
+            f"{source}: quantization_config: only compass-jax's FP8 scheme (per-channel E4M3 "
+            f"weights, dynamic per-token E4M3 activations) loads: {'; '.join(problems)}"
+        )
 
 
 # Primitives that only move or re-type a weight on its way to the matmul.

@@ -9,6 +9,7 @@ import numpy as np
 
 from compass_jax import models, tree
 from compass_jax.config import ModelConfig, read_hf_config
+from compass_jax.interop.fp8 import FP8_DTYPE, SCALE_SUFFIX, dequantize_weight
 from compass_jax.interop.keymap import relayout, rules_for, strip_prefix
 from compass_jax.interop.safetensors_io import iter_tensors
 
@@ -36,7 +37,10 @@ def load_params(model_dir: str | os.PathLike, cfg: ModelConfig) -> dict[str, Any
     skeleton = tree.flatten(models.abstract_params(cfg))
     params: dict[str, np.ndarray] = {}
     problems: list[str] = []
-    for key, st in iter_tensors(model_dir):
+    files = dict(iter_tensors(model_dir))
+    for key, st in files.items():
+        if key.endswith(SCALE_SUFFIX) and _is_fp8(files, key.removesuffix(SCALE_SUFFIX)):
+            continue  # consumed with its FP8 weight
         name = strip_prefix(cfg.arch, key)
         hits = [(rule, m) for rule in rules if (m := rule.match_hf(name)) is not None]
         if len(hits) != 1:
@@ -52,7 +56,7 @@ def load_params(model_dir: str | os.PathLike, cfg: ModelConfig) -> dict[str, Any
         if path not in skeleton:
             problems.append(f"key {key!r} -> {path!r}: no such parameter for this config")
             continue
-        array = relayout(rule.transform, st.read(key))
+        array = relayout(rule.transform, _read(files, key))
         expected = tuple(skeleton[path].shape)
         if array.shape != expected:
             problems.append(
@@ -74,8 +78,26 @@ def load_params(model_dir: str | os.PathLike, cfg: ModelConfig) -> dict[str, Any
     return tree.unflatten({p: params[p] for p in skeleton})
 
 
+def _is_fp8(files: dict, key: str) -> bool:
+    return key in files and files[key].dtype(key) == FP8_DTYPE
+
+
+def _read(files: dict, key: str) -> np.ndarray:
+    """A tensor as stored, or, for an FP8 weight (compressed-tensors `float-quantized`, as
+    `compass-jax export --fp8` writes), dequantised with its per-channel `<key>_scale`."""
+    st = files[key]
+    if not _is_fp8(files, key):
+        return st.read(key)
+    scale_key = key + SCALE_SUFFIX
+    if scale_key not in files:
+        raise CheckpointError(st.path, [f"FP8 tensor {key!r} has no {scale_key!r}"])
+    return dequantize_weight(st.read(key), files[scale_key].read(scale_key))
+
+
 def load_hf(model_dir: str | os.PathLike, **config_overrides: Any) -> tuple[ModelConfig, dict]:
     """`(config, params)` from a local HF directory (`config.json` + safetensors weights).
+    FP8 exports load with their weights dequantised (what the FP8 matmuls multiply by); an
+    `Encoder` also quantises the activations, as vLLM does (`Encoder.fp8`).
 
     `config_overrides` replace `ModelConfig` fields, e.g. `dtype="bfloat16"`.
     """
