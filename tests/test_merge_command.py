@@ -18,6 +18,8 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertTokenizerFast
 
 from compass_jax import cli, merge, tree
 from compass_jax.commands import merge_sweep
+from compass_jax.encoder import Encoder
+from compass_jax.eval import evaluate, load_suite
 from compass_jax.interop import load_hf
 from compass_jax.interop.safetensors_io import SafetensorsFile, SafetensorsWriter, save_file
 
@@ -360,7 +362,7 @@ def test_sweep_picks_the_best_feasible_t(dirs, tmp_path):
     assert sorted(os.listdir(tmp_path / "sweep")) == ["best", "sweep.json", "sweep.md", "sweep.png"]
 
 
-def test_sweep_command_with_the_sample_metrics(dirs, tmp_path, capsys):
+def test_sweep_command_with_the_default_suites(dirs, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     merge_sweep.add_arguments(parser)
     out = tmp_path / "sweep"
@@ -371,13 +373,16 @@ def test_sweep_command_with_the_sample_metrics(dirs, tmp_path, capsys):
     assert saved["best_t"] == result["best_t"]
     assert [r["t"] for r in saved["rows"]] == [0.0, 0.5]
     threshold = saved["objective"]["threshold"]
-    assert threshold == pytest.approx(saved["base_metrics"]["top1"] * 0.98)
-    feasible = [r for r in saved["rows"] if r["top1"] >= threshold]
+    assert threshold == pytest.approx(saved["base_metrics"]["general"] * 0.98)
+    feasible = [r for r in saved["rows"] if r["general"] >= threshold]
     assert saved["rows"][0]["feasible"]  # t = 0 is the base itself
-    assert saved["best_t"] == max(feasible, key=lambda r: (r["margin"], -r["t"]))["t"]
+    assert saved["best_t"] == max(feasible, key=lambda r: (r["domain"], -r["t"]))["t"]
+    # the metrics are the suites' averages, as `compass-jax eval` computes them
+    base = evaluate(Encoder.load(dirs["a"]), load_suite("general"), progress=False)
+    assert saved["rows"][0]["general"] == pytest.approx(base["average"], abs=1e-6)
     for row in saved["rows"]:
-        assert 0 <= row["top1"] <= 1 and -2 <= row["margin"] <= 2
+        assert 0 <= row["general"] <= 1 and 0 <= row["domain"] <= 1
     table = (out / "sweep.md").read_text()
-    assert "| t | top1 | margin | feasible |" in table and table.count("\n| ") == 3
+    assert "| t | domain | general | feasible |" in table and table.count("\n| ") == 3
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "best t" in capsys.readouterr().out

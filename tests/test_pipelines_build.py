@@ -218,3 +218,40 @@ def test_user_catalog_with_invalid_lines_rejected(tmp_path):
     assert sum(index["query_product"]["records"].values()) > 0
     with pytest.raises(ConfigError, match="unknown keys"):
         load_config(cfg_path, ["mining.teachr=hashing"])
+
+
+def test_suite_from_the_held_out_split(built, tmp_path):
+    """`compass-jax data suite`: every task's texts come from the held-out split (none from
+    training, except the classifier's fitting titles), and the suite evaluates end to end."""
+    from test_export import tiny_model_dir
+
+    from compass_jax.encoder import Encoder
+    from compass_jax.eval import evaluate, load_suite
+    from pipelines.suite import write_suite
+
+    path = write_suite(built, tmp_path / "suite", split="test")
+    suite = load_suite(path)
+    held_out = {t for s in open_build(built, "test").values() for r in s
+                for t in (r.query, r.positive, *r.negatives)}  # fmt: skip
+    trained = {t for s in open_build(built, "train").values() for r in s
+               for t in (r.query, r.positive, *r.negatives)}  # fmt: skip
+    families = {t.name.split("-")[0] for t in suite.tasks}
+    assert families == {"search", "category", "clustering", "xling"}, families
+    for task in suite.tasks:
+        texts = {
+            "retrieval": lambda r: [r["query"], *r["relevant"]],
+            "classification": lambda r: [r["text"]] if r["split"] == "test" else [],
+            "clustering": lambda r: [r["text"]],
+            "bitext": lambda r: [r["source"], r["target"]],
+        }[task.type]
+        used = {t for r in task.records for t in texts(r)} | set(task.corpus)
+        assert used <= held_out, (task.name, used - held_out)
+        if task.type == "retrieval":
+            assert all(set(r["relevant"]) <= set(task.corpus) for r in task.records)
+        if task.type == "classification":
+            fit = {r["text"] for r in task.records if r["split"] == "train"}
+            assert fit <= trained and not fit & used
+    model = tiny_model_dir("bert", tmp_path / "model")
+    results = evaluate(Encoder.load(model), suite, progress=False)
+    assert set(results["tasks"]) == {t.name for t in suite.tasks}
+    assert all(0 <= t["main"] <= 1 for t in results["tasks"].values())

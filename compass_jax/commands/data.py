@@ -1,6 +1,7 @@
 """`compass-jax data`: build TFDS training datasets from a product catalog (`build`, resumable
 and shardable over workers), export a split as the JSONL the trainer reads (`export-jsonl`),
-write the bundled multilingual catalog (`catalog`), or check catalog files (`validate`)."""
+write an evaluation suite from a held-out split (`suite`), write the bundled multilingual
+catalog (`catalog`), or check catalog files (`validate`)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--out", required=True, help="output .jsonl")
     e.add_argument("--split", default="train")
     e.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
+    s = sub.add_parser("suite", help="an evaluation suite from a build's held-out split")
+    s.add_argument("--data", required=True, help="build directory")
+    s.add_argument("--out", required=True, help="suite directory (suite.json + task JSONL)")
+    s.add_argument("--split", default="test", help="held-out split to evaluate on")
+    s.add_argument("--max-per-task", type=int, default=400, help="records per task (sampled)")
     c = sub.add_parser("catalog", help="write the bundled multilingual catalog")
     c.add_argument("--out", required=True, help="directory for catalog-*.jsonl")
     c.add_argument("--size", type=int, default=20000, help="product groups")
@@ -73,9 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace):
     _pipelines()
-    return {"build": _build, "export-jsonl": _export, "catalog": _catalog, "validate": _validate}[
-        args.data_command
-    ](args)
+    commands = {"build": _build, "export-jsonl": _export, "suite": _suite, "catalog": _catalog,
+                "validate": _validate}  # fmt: skip
+    return commands[args.data_command](args)
 
 
 def _build(args):
@@ -113,6 +119,16 @@ def _export(args):
     counts = export_jsonl(args.data, args.out, split=args.split, tasks=tasks)
     print(json.dumps({"out": args.out, "split": args.split, "records": counts}))
     return counts
+
+
+def _suite(args):
+    from pipelines.suite import write_suite
+
+    path = write_suite(args.data, args.out, split=args.split, max_per_task=args.max_per_task)
+    with open(path, encoding="utf-8") as f:
+        tasks = [t["name"] for t in json.load(f)["tasks"]]
+    print(json.dumps({"suite": path, "tasks": tasks}))
+    return path
 
 
 def _catalog(args):

@@ -5,11 +5,12 @@ The objective maximises one metric subject to keeping a fraction of the base mod
 another ("domain" quality up, "general" quality kept: the trade-off that merging back toward the
 base is for). Results go to `sweep.json`, `sweep.md` and `sweep.png` (each metric against `t`).
 
-Metrics are callables `model_dir -> float`. Until the evaluation suite lands, the command's
-defaults come from the bundled multilingual sample that `compass-jax demo` scores: query -> title
-top-1 accuracy (`top1`) and the mean positive-minus-hardest-negative cosine margin (`margin`),
-within each language, averaged over languages; by default the sweep maximises `margin` while
-keeping 98% of the base's `top1`. Other metrics plug in with `--metric name=module:function`.
+Metrics are callables `model_dir -> float`. The command's two defaults are evaluation suites'
+weighted averages (`compass_jax.eval`): `domain` (`--domain-suite`, default the bundled sample's
+retrieval and bitext tasks; a build's `compass-jax data suite` output for real use) and `general`
+(`--general-suite`, the bundled general-domain cross-lingual suite, the forgetting check). By
+default the sweep maximises `domain` while keeping 98% of the base's `general`. Other metrics
+plug in with `--metric name=module:function`.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from tqdm.auto import tqdm
 
 from compass_jax.atomic import atomic_path
 from compass_jax.commands.merge import merge_checkpoints
+from compass_jax.eval import load_suite
+from compass_jax.eval.model_scores import SuiteScores
 from compass_jax.merge import MergeError, load_rules, parse_rules
 from compass_jax.merge.rules import rules_to_json
-from compass_jax.resolve import resolve_model
+from compass_jax.resolve import cache_dir, resolve_model
 
 HELP = "merge base and tuned models at several t, evaluate each, pick the best t"
 Metric = Callable[[str], float]
@@ -221,52 +224,6 @@ def write_results(result: Mapping[str, Any], out_dir: str) -> None:
     plot(result, os.path.join(out_dir, "sweep.png"))
 
 
-class SampleMetrics:
-    """Retrieval on the bundled sample, scored as `compass-jax demo` scores it. One encoding per
-    model directory serves both metrics, and one compiled encoder serves every model that shares
-    its config and settings (the merges of a sweep do): only the params change."""
-
-    def __init__(self):
-        self._scores: dict[str, dict[str, float]] = {}
-        self._encoder = None
-
-    def _encode(self, model_dir: str):
-        from compass_jax.encoder import Encoder
-
-        fresh = Encoder.load(model_dir)
-        old = self._encoder
-        if old is not None and (old.cfg, old.settings) == (fresh.cfg, fresh.settings):
-            old.params, old.tokenizer, old.path = fresh.params, fresh.tokenizer, fresh.path
-        else:
-            self._encoder = fresh
-        return self._encoder
-
-    def scores(self, model_dir: str) -> dict[str, float]:
-        if model_dir not in self._scores:
-            from compass_jax.assets import load_sample
-            from compass_jax.commands.demo import retrieval_summary
-
-            records = load_sample()
-            encoder = self._encode(model_dir)
-            prompt = "query" if "query" in encoder.settings.prompts else None
-            queries = encoder.encode([r["query"] for r in records], prompt=prompt)
-            titles = encoder.encode([r["title"] for r in records], prompt="document")
-            per_lang = []
-            for lang in dict.fromkeys(r["lang"] for r in records):
-                rows = [i for i, r in enumerate(records) if r["lang"] == lang]
-                per_lang.append(retrieval_summary(queries[rows], titles[rows]))
-            self._scores[model_dir] = {
-                k: sum(m[k] for m in per_lang) / len(per_lang) for k in ("top1", "margin")
-            }
-        return self._scores[model_dir]
-
-    def metrics(self) -> dict[str, Metric]:
-        return {
-            "top1": lambda d: self.scores(d)["top1"],
-            "margin": lambda d: self.scores(d)["margin"],
-        }
-
-
 def _import_metric(spec: str) -> tuple[str, Metric]:
     name, sep, target = spec.partition("=")
     module, colon, attr = target.partition(":")
@@ -291,8 +248,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME=MODULE:FUNCTION",
         help="a metric callable(model_dir) -> float (repeat; replaces the defaults)",
     )
-    p.add_argument("--maximize", default="margin", help="metric to maximise")
-    p.add_argument("--keep", default="top1", help="metric whose base value must be kept")
+    p.add_argument("--domain-suite", default="sample", help="suite of the `domain` metric")
+    p.add_argument("--general-suite", default="general", help="suite of the `general` metric")
+    p.add_argument("--maximize", default="domain", help="metric to maximise")
+    p.add_argument("--keep", default="general", help="metric whose base value must be kept")
     p.add_argument("--keep-fraction", type=float, default=0.98)
     p.add_argument("--keep-models", action="store_true", help="keep every merge, not only best")
     p.add_argument("--out", required=True, help="directory for sweep.{json,md,png} and best/")
@@ -302,7 +261,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.metric:
         metrics = dict(_import_metric(spec) for spec in args.metric)
     else:
-        metrics = SampleMetrics().metrics()
+        suites = {"domain": load_suite(args.domain_suite),
+                  "general": load_suite(args.general_suite)}  # fmt: skip
+        metrics = SuiteScores(suites, cache_dir=str(cache_dir() / "embeddings")).metrics()
     result = sweep(
         args.base,
         args.tuned,

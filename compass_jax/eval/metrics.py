@@ -64,12 +64,18 @@ def classification(
     knn: int = 5,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Logistic regression (MTEB's protocol) and cosine kNN on frozen embeddings."""
+    """Logistic regression (MTEB's protocol) and cosine kNN on frozen embeddings.
+
+    The regression sees features standardised on the training split: contrastive embeddings
+    sit in a narrow cone (pairwise cosines of 0.7-0.9 for E5), where the default L2 penalty on
+    raw coordinates leaves the classifier predicting the class prior on small training sets."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    clf = LogisticRegression(max_iter=1000, random_state=seed).fit(train_x, train_y)
-    predicted = clf.predict(test_x)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    predicted = clf.fit(train_x, train_y).predict(test_x)
     neighbours, _ = top_k(test_x, train_x, knn)
     votes = train_y[neighbours]
     knn_pred = np.array([np.bincount(v).argmax() for v in votes])

@@ -108,12 +108,13 @@ def _cross_lingual(products: Sequence[Product], ctx) -> Iterator[dict]:
 
 
 def _clustering(products: Sequence[Product], ctx) -> Iterator[dict]:
-    """Pairs of different products of one leaf category and split, in any two languages:
-    a partition rarely holds two products of one leaf in one language, and a category is
-    one cluster whatever the language."""
+    """Pairs of different products of one category (at `category_level`, like
+    `title_category`'s classes) and split, in any two languages: a partition rarely holds two
+    products of one leaf in one language, and a category is one cluster whatever the language."""
+    level = ctx.cfg.category_level
     buckets: dict[tuple, list[Product]] = {}
     for p in products:
-        buckets.setdefault((ctx.split(p), ctx.labels.label(p.category_keys)), []).append(p)
+        buckets.setdefault((ctx.split(p), ctx.labels.label(p.category_keys, level)), []).append(p)
     for key in sorted(buckets):
         members = sorted(buckets[key], key=lambda p: stable_int(ctx.seed, "cluster", p.id))
         for a, b in zip(members[0::2], members[1::2], strict=False):
