@@ -74,7 +74,7 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
         params, first, mesh, seed=cfg.seed, min_elements=cfg.mesh.min_sharded_elements
     )
     del params
-    steps = {}  # task -> jitted step, compiled on first use
+    steps = {}  # spec -> compiled step: tasks with the same loss settings share one program
 
     ckpt = checkpoint.Checkpointer(workdir, keep=cfg.keep_checkpoints)
     start = ckpt.latest_step() or 0
@@ -105,11 +105,10 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
             num_negatives=cfg.data.num_negatives,
         )
         batch = _global_batch(local, mesh, processes)
-        if task not in steps:
-            steps[task] = _compile(
-                train.make_train_step(specs[task], mesh, shardings), state, batch
-            )
-        state, metrics = steps[task](state, batch)
+        spec = specs[task]
+        if spec not in steps:
+            steps[spec] = _compile(train.make_train_step(spec, mesh, shardings), state, batch)
+        state, metrics = steps[spec](state, batch)
         examples += cfg.batch_size
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
