@@ -79,6 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/demo", help="working and results directory")
     p.add_argument("--devices", type=int, default=8, help="simulated CPU devices of the mesh")
     p.add_argument("--fresh", action="store_true", help="delete --out first (no resuming)")
+    p.add_argument("--seed", type=int, default=0, help="catalog, split and training seed")
 
 
 class _Stages:
@@ -144,7 +145,7 @@ def build_data(out: str, size: Size, seed: int = 0) -> dict[str, str]:
     return {"train": train, "suite": suite}
 
 
-def train_config(base: str, train_path: str, size: Size, *, cam: bool):
+def train_config(base: str, train_path: str, size: Size, *, cam: bool, seed: int = 0):
     from compass_jax.experiment import DataConfig, MeshConfig, TrainConfig
     from compass_jax.losses import LossSettings
     from compass_jax.optim import OptimConfig
@@ -164,6 +165,7 @@ def train_config(base: str, train_path: str, size: Size, *, cam: bool):
             document_length=size.document_length,
             num_negatives=0,
             task_weights=dict(size.task_weights),
+            seed=seed,
         ),
         # The ablation differs in the masks only.
         losses={"default": LossSettings(temperature=0.02, class_mask=cam, duplicate_mask=cam)},
@@ -176,6 +178,7 @@ def train_config(base: str, train_path: str, size: Size, *, cam: bool):
         batch_size=size.batch_size,
         gradcache_chunk=size.chunk,
         steps=size.steps,
+        seed=seed,
         checkpoint_every=size.steps,
         keep_checkpoints=1,
     )
@@ -382,7 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     machine = machine_info(with_torch=False)
     print(f"compass-jax demo --size {args.size}: {one_line(machine)}")
 
-    paths = stages.run("data", lambda: build_data(out, size))
+    paths = stages.run("data", lambda: build_data(out, size, args.seed))
     base = str(stages.run("import base model", lambda: resolve_model(args.model)))
     suites = {"domain": load_suite(paths["suite"]), "general": load_suite("general")}
     cache = os.path.join(out, "cache")
@@ -392,7 +395,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models = {"base": base}
     histories = {}
     for label, cam in (("CAM", True), ("no-CAM", False)):
-        cfg = train_config(base, paths["train"], size, cam=cam)
+        cfg = train_config(base, paths["train"], size, cam=cam, seed=args.seed)
         slug = label.lower().replace("-", "")
         models[label] = os.path.join(out, f"model-{slug}")
         histories[label] = stages.run(
@@ -425,6 +428,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     all_scores = {label: scores.results(path) for label, path in models.items()}
     report = {
         "size": args.size,
+        "seed": args.seed,
         "date": datetime.date.today().isoformat(),
         "machine": machine,
         "machine_line": one_line(machine),
