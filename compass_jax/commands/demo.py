@@ -146,12 +146,12 @@ def build_data(out: str, size: Size, seed: int = 0) -> dict[str, str]:
 
 
 def train_config(base: str, train_path: str, size: Size, *, cam: bool, seed: int = 0):
+    from compass_jax.config import read_hf_config
     from compass_jax.experiment import DataConfig, MeshConfig, TrainConfig
     from compass_jax.losses import LossSettings
     from compass_jax.optim import OptimConfig
-    from compass_jax.resolve import load_model
 
-    num_layers = load_model(base)[0].num_layers
+    num_layers = read_hf_config(base).num_layers
     frozen_layers = max(num_layers - size.trained_layers, 0)
     frozen = (r"^embeddings\.",) + (
         (rf"^layers\.({'|'.join(map(str, range(frozen_layers)))})\.",) if frozen_layers else ()
