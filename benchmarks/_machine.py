@@ -65,6 +65,18 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def add_quiet_arguments(p) -> None:
+    """`--max-load` / `--max-wait-s` (what `wait_for_quiet` takes) and `--out`."""
+    p.add_argument(
+        "--max-load",
+        type=float,
+        default=None,
+        help="wait until the 1-min load average is below this before starting",
+    )
+    p.add_argument("--max-wait-s", type=float, default=1800)
+    p.add_argument("--out", default=None, help="also write the JSON here")
+
+
 def wait_for_quiet(max_load: float | None, max_wait_s: float, log: Callable[[str], None]):
     """Sleep until the 1-minute load average drops below `max_load` (None: do not wait).
     Returns what happened, for the report; never fails (a busy machine is reported, not fatal)."""

@@ -319,14 +319,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="skip the compile-only sizing of batches above the cap",
     )
     p.add_argument("--modes", default="gradcache,plain", type=lambda s: s.split(","))
-    p.add_argument(
-        "--max-load",
-        type=float,
-        default=None,
-        help="wait until the 1-min load average is below this before starting",
-    )
-    p.add_argument("--max-wait-s", type=float, default=1800)
-    p.add_argument("--out", default=None, help="also write the JSON here")
+    m.add_quiet_arguments(p)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

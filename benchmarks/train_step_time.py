@@ -268,14 +268,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--loss-repeats", type=int, default=10)
     p.add_argument("--skip-loss", action="store_true")
-    p.add_argument(
-        "--max-load",
-        type=float,
-        default=None,
-        help="wait until the 1-min load average is below this before starting",
-    )
-    p.add_argument("--max-wait-s", type=float, default=1800)
-    p.add_argument("--out", default=None)
+    m.add_quiet_arguments(p)
     return p.parse_args(argv)
 
 

@@ -24,20 +24,6 @@ def export_jsonl(
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for task, source in sorted(sources.items()):
             for i in range(len(source)):
-                r = source[i]
-                f.write(
-                    json.dumps(
-                        {
-                            "query": r.query,
-                            "positive": r.positive,
-                            "negatives": list(r.negatives),
-                            "label": r.label,
-                            "task": r.task,
-                            "lang": r.lang,
-                        },
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                )
+                f.write(json.dumps(source[i].to_json(), ensure_ascii=False) + "\n")
             counts[task] = len(source)
     return counts

@@ -82,19 +82,7 @@ def test_identical_to_pair_reader_over_the_same_records(tmp_path):
     with open(path, "w") as f:
         for task in sorted(sources):
             for r in sources[task]:
-                f.write(
-                    json.dumps(
-                        {
-                            "query": r.query,
-                            "positive": r.positive,
-                            "negatives": list(r.negatives),
-                            "label": r.label,
-                            "task": r.task,
-                            "lang": r.lang,
-                        }
-                    )
-                    + "\n"
-                )
+                f.write(json.dumps(r.to_json()) + "\n")
     kwargs = dict(batch_size=10, seed=9, process_index=1, process_count=2)
     old = PairReader(read_records(path), **kwargs)
     new = MixtureReader(sources, **kwargs)

@@ -29,6 +29,12 @@ class PairRecord:
     task: str = "default"
     lang: str = ""
 
+    def to_json(self) -> dict:
+        """The JSONL record `read_records` reads back into an equal PairRecord."""
+        return {"query": self.query, "positive": self.positive,
+                "negatives": list(self.negatives), "label": self.label, "task": self.task,
+                "lang": self.lang}  # fmt: skip
+
 
 def _record(path: str, number: int, line: str) -> PairRecord:
     where = f"{path}:{number}"
