@@ -12,7 +12,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import itertools
-import json
 import logging
 import os
 import pathlib
@@ -25,6 +24,8 @@ from safetensors.numpy import save_file
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, processors
 from tokenizers.pre_tokenizers import Metaspace
 from tqdm.auto import tqdm
+
+from compass_jax import jsonio
 
 log = logging.getLogger(__name__)
 
@@ -247,11 +248,6 @@ def _tokenizer(f: _E5File) -> Tokenizer:
     return tok
 
 
-def _write_json(path: pathlib.Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -261,7 +257,7 @@ def _version(dist: str) -> str | None:
 
 def _write_hf_config(f: _E5File, out: pathlib.Path) -> None:
     d, sp = f.dims, f.specials
-    _write_json(out / "config.json", {
+    jsonio.write_json(out / "config.json", {
         "architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta",
         "vocab_size": d["VOC"], "hidden_size": d["H"], "num_hidden_layers": d["NL"],
         "num_attention_heads": d["NH"], "intermediate_size": d["FF"], "hidden_act": "gelu",
@@ -271,7 +267,7 @@ def _write_hf_config(f: _E5File, out: pathlib.Path) -> None:
         "initializer_range": 0.02, "position_embedding_type": "absolute", "use_cache": True,
         "classifier_dropout": None, "pad_token_id": sp["pad"], "bos_token_id": sp["bos"],
         "eos_token_id": sp["eos"], "torch_dtype": "float32", "dtype": "float32",
-    })  # fmt: skip
+    }, indent=2)  # fmt: skip
 
 
 def _write_tokenizer(f: _E5File, out: pathlib.Path) -> None:
@@ -283,41 +279,41 @@ def _write_tokenizer(f: _E5File, out: pathlib.Path) -> None:
         "bos_token": name["bos"], "eos_token": name["eos"], "unk_token": name["unk"],
         "sep_token": name["eos"], "cls_token": name["bos"], "pad_token": name["pad"],
     }  # fmt: skip
-    _write_json(out / "special_tokens_map.json", {**special, "mask_token": mask})
+    jsonio.write_json(out / "special_tokens_map.json", {**special, "mask_token": mask}, indent=2)
     added = {
         str(f.specials[k]): {**mask, "content": name[k], "lstrip": k == "mask", "special": True}
         for k in _SPECIALS
     }
-    _write_json(out / "tokenizer_config.json", {
+    jsonio.write_json(out / "tokenizer_config.json", {
         **special, "mask_token": name["mask"], "added_tokens_decoder": added,
         "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": f.dims["MAXP"],
         "padding_side": "right", "clean_up_tokenization_spaces": True,
-    })  # fmt: skip
+    }, indent=2)  # fmt: skip
 
 
 def _write_sentence_transformers(f: _E5File, out: pathlib.Path) -> None:
     modules = [("Transformer", ""), ("Pooling", "1_Pooling"), ("Normalize", "2_Normalize")]
-    _write_json(out / "modules.json", [
+    jsonio.write_json(out / "modules.json", [
         {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
         for i, (kind, path) in enumerate(modules)
-    ])  # fmt: skip
-    _write_json(out / "sentence_bert_config.json",
-                {"max_seq_length": f.dims["MAXP"], "do_lower_case": False,
-                 "model_args": {"add_pooling_layer": False}})  # fmt: skip
+    ], indent=2)  # fmt: skip
+    jsonio.write_json(out / "sentence_bert_config.json",
+                      {"max_seq_length": f.dims["MAXP"], "do_lower_case": False,
+                       "model_args": {"add_pooling_layer": False}}, indent=2)  # fmt: skip
     modes = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
     modes += ("weightedmean_tokens", "lasttoken")
-    _write_json(out / "1_Pooling" / "config.json", {
+    jsonio.write_json(out / "1_Pooling" / "config.json", {
         "word_embedding_dimension": f.dims["H"],
         **{f"pooling_mode_{mode}": mode == "mean_tokens" for mode in modes},
         "include_prompt": True,
-    })  # fmt: skip
+    }, indent=2)  # fmt: skip
     (out / "2_Normalize").mkdir()
     dists = {"sentence_transformers": "sentence-transformers", "transformers": "transformers"}
     versions = {k: v for k, d in {**dists, "pytorch": "torch"}.items() if (v := _version(d))}
-    _write_json(out / "config_sentence_transformers.json", {
+    jsonio.write_json(out / "config_sentence_transformers.json", {
         "__version__": versions, "prompts": {"query": "query: ", "document": "passage: "},
         "default_prompt_name": None, "similarity_fn_name": "cosine",
-    })  # fmt: skip
+    }, indent=2)  # fmt: skip
 
 
 def _write_readme(f: _E5File, out: pathlib.Path) -> None:
