@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pathlib
 from typing import Any
 
 import jax
@@ -120,13 +121,15 @@ def find_checkpoint(path: str | os.PathLike, step: int | None = None) -> tuple[s
 
 def fingerprint(workdir: str, step: int) -> str:
     """A short digest of a checkpoint's files (names, sizes, modification times) and of the
-    workdir's `run.json`: it changes whenever the checkpoint is rewritten."""
+    content of the workdir's `run.json` (which a resumed run rewrites unchanged): it changes
+    whenever the checkpoint is rewritten."""
     root = os.path.join(workdir, "checkpoints", str(step))
-    files = [os.path.join(workdir, RUN_FILE)]
-    files += [os.path.join(d, f) for d, _, names in sorted(os.walk(root)) for f in sorted(names)]
-    stats = [(os.path.relpath(f, workdir), os.stat(f)) for f in files]
-    text = "|".join(f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in stats)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    files = [os.path.join(d, f) for d, _, names in sorted(os.walk(root)) for f in sorted(names)]
+    digest = hashlib.sha256(pathlib.Path(workdir, RUN_FILE).read_bytes())
+    for path in files:
+        st = os.stat(path)
+        digest.update(f"|{os.path.relpath(path, root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
 
 
 def load_checkpoint_params(

@@ -14,6 +14,7 @@ from compass_jax import cli, merge, tree
 from compass_jax.encoder import Encoder
 from compass_jax.eval import evaluate, load_suite
 from compass_jax.interop import load_hf
+from compass_jax.resolve import resolve_model
 
 pytest.importorskip("tensorflow_datasets")
 
@@ -80,7 +81,7 @@ def test_merged_model_is_the_slerp_at_the_chosen_t(demo):
     report = json.loads((out / "report.json").read_text())
     t = report["sweep"]["best_t"]
     _, base = load_hf(model)
-    _, cam = load_hf(out / "model-cam")
+    _, cam = load_hf(resolve_model(report["models"]["CAM"]))  # the workdir's export
     _, merged = load_hf(report["models"]["merged"])
     expected = jax.device_get(merge.slerp(base, cam, t))
     for path, value in tree.flatten(expected).items():
@@ -94,9 +95,15 @@ def test_merged_model_is_the_slerp_at_the_chosen_t(demo):
 def test_second_run_resumes(demo, capsys):
     _, out, argv = demo
     first = json.loads((out / "report.json").read_text())
+    # a trained model is its workdir, exported to a HF directory once (by the resolver)
+    assert first["models"]["CAM"] == str(out / "train-cam")
+    (export,) = (out / "train-cam" / "hf").iterdir()
+    stamp = (export / "model.safetensors").stat().st_mtime_ns
     assert cli.main(argv) == 0
     second = json.loads((out / "report.json").read_text())
     assert second["histories"] == first["histories"]  # training was not redone
+    assert [p.name for p in (out / "train-cam" / "hf").iterdir()] == [export.name]
+    assert (export / "model.safetensors").stat().st_mtime_ns == stamp
     for label in ("base", "CAM", "no-CAM"):
         assert second["scores"][label] == first["scores"][label]
     assert "results:" in capsys.readouterr().out

@@ -6,29 +6,12 @@ catalog (`catalog`), or check catalog files (`validate`)."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import pathlib
-import sys
 import time
 
+from compass_jax import jsonio
+
 HELP = "build TFDS training data from a product catalog (and export, validate, generate)"
-
-
-def _pipelines():
-    """Import the top-level `pipelines` package, from a source checkout if not installed."""
-    try:
-        import pipelines
-    except ImportError:
-        root = pathlib.Path(__file__).resolve().parents[2]
-        if not (root / "pipelines" / "__init__.py").is_file():
-            raise ImportError(
-                "the data pipelines ship in the repository's pipelines/ folder; run from a "
-                "source checkout (pip install -e '.[data]')"
-            ) from None
-        sys.path.insert(0, str(root))
-        import pipelines
-    return pipelines
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,7 +61,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace):
-    _pipelines()
     commands = {"build": _build, "export-jsonl": _export, "suite": _suite, "catalog": _catalog,
                 "validate": _validate}  # fmt: skip
     return commands[args.data_command](args)
@@ -108,7 +90,7 @@ def _build(args):
     if os.path.exists(card) and args.shard_index == 0:
         with open(card, encoding="utf-8") as f:
             print(f.read())
-    print(json.dumps(summary))
+    print(jsonio.dumps(summary))
     return summary
 
 
@@ -117,7 +99,7 @@ def _export(args):
 
     tasks = args.tasks.split(",") if args.tasks else None
     counts = export_jsonl(args.data, args.out, split=args.split, tasks=tasks)
-    print(json.dumps({"out": args.out, "split": args.split, "records": counts}))
+    print(jsonio.dumps({"out": args.out, "split": args.split, "records": counts}))
     return counts
 
 
@@ -125,9 +107,8 @@ def _suite(args):
     from pipelines.suite import write_suite
 
     path = write_suite(args.data, args.out, split=args.split, max_per_task=args.max_per_task)
-    with open(path, encoding="utf-8") as f:
-        tasks = [t["name"] for t in json.load(f)["tasks"]]
-    print(json.dumps({"suite": path, "tasks": tasks}))
+    tasks = [t["name"] for t in jsonio.read_json(path)["tasks"]]
+    print(jsonio.dumps({"suite": path, "tasks": tasks}))
     return path
 
 
@@ -139,7 +120,7 @@ def _catalog(args):
     for i in range(args.files):
         path = os.path.join(args.out, f"catalog-{i:05d}-of-{args.files:05d}.jsonl")
         total += write_catalog_file(path, args.size, args.seed, args.files, i)
-    print(json.dumps({"out": args.out, "groups": args.size, "listings": total}))
+    print(jsonio.dumps({"out": args.out, "groups": args.size, "listings": total}))
     return total
 
 
@@ -149,5 +130,5 @@ def _validate(args):
     counts = {}
     for path in args.files:
         counts[path] = sum(1 for _ in read_catalog(path))
-    print(json.dumps({"valid": counts}))
+    print(jsonio.dumps({"valid": counts}))
     return counts
