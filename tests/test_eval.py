@@ -66,6 +66,9 @@ def test_suite_files_and_errors(tmp_path):
         load_suite(str(tmp_path / "suite.json"))
     with pytest.raises(SuiteError, match="not a file and not a built-in suite"):
         load_suite("nope")
+    (tmp_path / "suite.json").write_text('{"name": "s",\n "tasks": [}')
+    with pytest.raises(SuiteError, match=r"suite\.json:2: invalid JSON"):
+        load_suite(str(tmp_path / "suite.json"))
 
 
 def test_eval_command_on_the_sample_suite_with_cache(tmp_path, monkeypatch):
