@@ -5,6 +5,8 @@ Layout of a workdir:
   checkpoints/<step>/ orbax: `state` (params, optimizer state, step, rng) and `data` (JSON)
   metrics.jsonl       one JSON line per logged step
   tensorboard/        event files
+  hf/<step>-<digest>/ a checkpoint exported as a HF directory on first use as a model
+                      (`compass_jax.resolve`; `fingerprint` is the digest)
 Orbax writes each step into a temporary directory and renames it when complete, so a run killed
 mid-save leaves the previous checkpoint as the latest.
 """
