@@ -186,9 +186,16 @@ MIN_POOL = {"id": 3500, "th": 4500, "vi": 3400, "ms": 1400, "tl": 850, "pt": 500
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from pipelines.general_suite import write_general_suite
+    """The suite as `compass-jax data general-suite` writes it; the printed path."""
+    import contextlib
+    import io
 
-    return write_general_suite(tmp_path_factory.mktemp("general") / "suite", progress=False)
+    from compass_jax.cli import main
+
+    out = tmp_path_factory.mktemp("general") / "suite"
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(["data", "general-suite", "--out", str(out), "--quiet"]) == 0
+    return json.loads(printed.getvalue().strip().splitlines()[-1])["suite"]
 
 
 def test_real_build_counts_and_provenance(built):
@@ -240,15 +247,23 @@ def test_build_is_deterministic_and_cached(built, tmp_path):
     assert general_suite(tmp_path) == first and os.stat(first).st_mtime_ns == stamp
 
 
-def test_command_writes_the_suite_and_refuses_bad_sizes(tmp_path, capsys):
+def test_command_refuses_bad_sizes(tmp_path, capsys):
     from compass_jax.cli import main
 
-    assert main(["data", "general-suite", "--out", str(tmp_path / "s"), "--quiet",
-                 "--pairs-per-language", "50"]) == 0  # fmt: skip
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    with open(printed["suite"], encoding="utf-8") as f:
-        assert json.load(f)["metadata"]["languages"]["th"]["sampled"] == 50
-    assert main(["data", "general-suite", "--out", str(tmp_path / "t"), "--quiet",
-                 "--pairs-per-language", "0"]) == 2  # fmt: skip
-    assert "pairs_per_language" in capsys.readouterr().err
+    args = ["data", "general-suite", "--out", str(tmp_path / "t"), "--pairs-per-language", "0"]
+    assert main(args) == 2
+    assert "pairs_per_language must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
+
+
+def test_stratified_order_takes_strata_in_turn_independent_of_input_order():
+    from pipelines.general_suite.pool import Pair, stratified_order
+
+    pairs = [Pair(f"a{i}", f"x{i}", "a") for i in range(4)] + [Pair("b0", "y0", "b")]
+    order = stratified_order(pairs, seed=0)
+    assert [p.stratum for p in order] == ["a", "b", "a", "a", "a"]
+    assert sorted(order, key=lambda p: p.english) == sorted(pairs, key=lambda p: p.english)
+    swapped = stratified_order(pairs[3::-1] + pairs[4:], seed=0)
+    assert swapped == order
+    others = [stratified_order(pairs, seed=s) for s in range(1, 6)]
+    assert any(o != order for o in others)

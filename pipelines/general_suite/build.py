@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 
 from tqdm.auto import tqdm
 
@@ -70,10 +71,10 @@ def build_spec(
             "pool": len(pool.pairs),
             "sampled": len(sample),
             "distractors": len(rest[:distractors]),
-            "sampled_by_source": _count(p.stratum for p in sample),
-            "pool_by_source": _count(p.stratum for p in pool.pairs),
+            "sampled_by_source": _count(sample),
+            "pool_by_source": _count(pool.pairs),
             "read_by_source": dict(pool.read),
-            "entries": dict(sorted(pool.dropped.items())),
+            "entries": dict(sorted(pool.verdicts.items())),
         }
         for package, paths in pool.files.items():
             read_files.setdefault(package, {})[lang] = paths
@@ -126,8 +127,5 @@ def general_suite(cache: str | os.PathLike | None = None, *, progress: bool = Fa
     return path
 
 
-def _count(strata) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for s in strata:
-        counts[s] = counts.get(s, 0) + 1
-    return dict(sorted(counts.items()))
+def _count(pairs) -> dict[str, int]:
+    return dict(sorted(Counter(p.stratum for p in pairs).items()))

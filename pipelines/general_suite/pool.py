@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 
 from pipelines.general_suite.catalogs import Package, catalog_files, find_package, read_catalog
 from pipelines.general_suite.cldr import FIELDS, cldr_pairs
@@ -48,7 +49,7 @@ class Pool:
     lang: str
     pairs: list[Pair]
     files: dict[str, list[str]]  # package -> catalog files read (relative to the package)
-    dropped: Counter  # rule -> entries dropped
+    verdicts: Counter  # entries per rule that dropped them, and "kept" for the pool's
     read: Counter  # stratum -> entries read
 
 
@@ -62,17 +63,17 @@ def _strata(package: Package, lang: str) -> dict[str, list[str]]:
 
 def read_sources(
     lang: str, packages: dict[str, Package]
-) -> Iterable[tuple[str, str, list[str], Callable[[], Iterable]]]:
-    """`(package, stratum, files, entries())` for `lang`, in priority order."""
+) -> Iterator[tuple[str, str, list[str], Iterable[tuple[str, str, bool]]]]:
+    """`(package, stratum, files, entries)` for `lang`, in priority order; `entries` are
+    `(english, target, fuzzy)`, read lazily."""
     for name, package in packages.items():
         if name == CLDR:
             for field in FIELDS:
-                yield name, f"{CLDR}:{field}", [], lambda f=field: cldr_pairs(lang, f)
+                yield name, f"{CLDR}:{field}", [], cldr_pairs(lang, field)
             continue
         for stratum, files in _strata(package, lang).items():
-            paths = [f"{package.root}/{f}" for f in files]
-            entries = lambda p=paths: (e for path in p for e in read_catalog(path))
-            yield name, stratum, files, entries
+            paths = [os.path.join(package.root, f) for f in files]
+            yield name, stratum, files, (e for path in paths for e in read_catalog(path))
 
 
 def source_packages() -> dict[str, Package]:
@@ -82,16 +83,16 @@ def source_packages() -> dict[str, Package]:
 
 def build_pool(lang: str, packages: dict[str, Package], **rules) -> Pool:
     """`lang`'s cleaned, deduplicated pairs, in priority order (see the module docstring)."""
-    pairs, files, dropped, read = [], defaultdict(list), Counter(), Counter()
+    pairs, files, verdicts, read = [], defaultdict(list), Counter(), Counter()
     for package, stratum, paths, entries in read_sources(lang, packages):
-        before = dropped.total()
-        kept = clean_pairs(entries(), dropped, **rules)
-        read[stratum] += dropped.total() - before
+        before = verdicts.total()
+        kept = clean_pairs(entries, verdicts, **rules)
+        read[stratum] += verdicts.total() - before
         files[package] += paths
         pairs += [Pair(e, t, stratum) for e, t in kept]
-    keep = dedupe([(p.english, p.target) for p in pairs], dropped)
-    dropped["kept"] -= dropped["duplicate"]
-    return Pool(lang, [pairs[i] for i in keep], dict(files), dropped, read)
+    keep = dedupe([(p.english, p.target) for p in pairs], verdicts)
+    verdicts["kept"] -= verdicts["duplicate"]
+    return Pool(lang, [pairs[i] for i in keep], dict(files), verdicts, read)
 
 
 def _rank(seed: int, stratum: str, english: str) -> bytes:
