@@ -66,6 +66,9 @@ msgstr "Internet"
 msgid "OK"
 msgstr "OK!"
 
+msgid "Would you like to delete it anyway?"
+msgstr "Apagar?"
+
 msgid "One file"
 msgid_plural "Many files"
 msgstr[0] "Um arquivo"
@@ -80,6 +83,10 @@ msgstr "A mensagem "
 msgid "heading_add_new_item"
 msgstr "Adicionar novo item"
 
+#. Default: "Select an item\nas the default view"
+msgid "label_select_default_view"
+msgstr "Selecione um item como visão padrão"
+
 #~ msgid "Obsolete entry"
 #~ msgstr "Entrada obsoleta"
 """
@@ -92,6 +99,7 @@ EXPECTED = [
     ("One file", "Um arquivo"),
     ('The long message, "quoted"', 'A mensagem longa, "citada"'),
     ("Add new item", "Adicionar novo item"),
+    ("Select an item as the default view", "Selecione um item como visão padrão"),
 ]
 
 
@@ -102,8 +110,8 @@ def test_cleaning_a_catalog_with_every_hazard(tmp_path):
     pairs = clean_pairs(read_catalog(str(path)), counts)
     kept = [pairs[i] for i in dedupe(pairs, counts)]
     assert kept == EXPECTED
-    assert counts == Counter(kept=9, fuzzy=1, empty=1, placeholder=2, markup=1, code=1,
-                             identical=1, short=1, duplicate=2)  # fmt: skip
+    assert counts == Counter(kept=10, fuzzy=1, empty=1, placeholder=2, markup=1, code=1,
+                             identical=1, short=1, mismatched=1, duplicate=2)  # fmt: skip
 
 
 def test_plural_singular_follows_the_plural_forms_header(tmp_path):
@@ -267,3 +275,14 @@ def test_stratified_order_takes_strata_in_turn_independent_of_input_order():
     assert swapped == order
     others = [stratified_order(pairs, seed=s) for s in range(1, 6)]
     assert any(o != order for o in others)
+
+
+def test_a_missing_source_package_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from compass_jax.cli import main
+    from pipelines.general_suite import pool
+
+    monkeypatch.setattr(pool, "SOURCES", (*pool.SOURCES, ("no-such-dist", "no_such_module")))
+    assert main(["data", "general-suite", "--out", str(tmp_path / "s"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("compass-jax data: error: source package 'no-such-dist' is not installed: "
+                   "pip install 'compass-jax[data]'")  # fmt: skip

@@ -17,7 +17,12 @@ import os
 import re
 from collections.abc import Iterator
 
-from pipelines.general_suite.gettext_files import CatalogError, Message, read_catalog_file
+from pipelines.general_suite.gettext_files import (
+    CatalogError,
+    Message,
+    read_catalog_file,
+    unescape,
+)
 
 # Our language code -> the catalog locale directories that hold it. `pt` is Brazilian
 # Portuguese, `tl` Tagalog/Filipino (CLDR and newer catalogs say `fil`).
@@ -36,7 +41,7 @@ DATA_LICENCE = {
 }
 
 
-class SourceError(RuntimeError):
+class SourceError(ValueError):
     """A source package that is missing or unreadable; the message says what to install."""
 
 
@@ -103,7 +108,7 @@ def english_of(message: Message) -> str:
     (the comment may be wrapped over several lines), else its msgid (the singular, for a
     plural message)."""
     found = _DEFAULT.match(" ".join(message.comments))
-    return found.group(1).replace('\\"', '"') if found else message.msgid
+    return unescape(found.group(1)) if found else message.msgid
 
 
 def read_catalog(path: str) -> Iterator[tuple[str, str, bool]]:

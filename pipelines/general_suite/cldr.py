@@ -60,4 +60,7 @@ def cldr_pairs(lang: str, field: str) -> Iterator[tuple[str, str, bool]]:
     english = FIELDS[field](Locale.parse("en"))
     target = FIELDS[field](Locale.parse(CLDR_LOCALE[lang]))
     for key in sorted(english.keys() & target.keys()):
-        yield english[key], target[key], False
+        # A locale without a name for a code gives the code itself ("armi" for Imperial
+        # Aramaic): not a translation.
+        if target[key].casefold() != key.rsplit("/", 1)[-1].casefold():
+            yield english[key], target[key], False

@@ -9,6 +9,8 @@ A pair is `(english, target)`. In order, a pair is dropped when it is
   code         URLs, e-mail addresses, identifiers (`snake_case`, `module.name`)
   short        English under `min_chars` characters or target under 2, or no letter on a side
   long         either side over `max_chars` characters
+  mismatched   one side over `max_ratio` times as long as the other (a partial translation, or
+               an abbreviation: "Would you like to delete it anyway?" -> "Hapus saja?")
   identical    the same text on both sides once normalised (a name left as is, or a copy)
 Accelerator markers (`&File`, `_Open`, `(_F)`) are removed and whitespace collapsed before the
 checks. Then `dedupe` keeps, in the given order, only the first pair of each normalised English
@@ -26,6 +28,7 @@ from compass_jax.data.text_hash import normalize_text
 
 MIN_CHARS = 4
 MAX_CHARS = 200
+MAX_RATIO = 3.0
 
 _PLACEHOLDER = re.compile(
     r"%(?:\([^)]*\))?[-#0 +]*(?:\d+|\*)?(?:\.\d+)?[sdifgeEuxXcr]"  # printf / Python %
@@ -58,6 +61,7 @@ def reject_reason(
     fuzzy: bool = False,
     min_chars: int = MIN_CHARS,
     max_chars: int = MAX_CHARS,
+    max_ratio: float = MAX_RATIO,
 ) -> str | None:
     """The first rule (module docstring) that drops the tidied pair, or None to keep it."""
     if fuzzy:
@@ -75,8 +79,11 @@ def reject_reason(
         return "short"
     if not all(any(c.isalpha() for c in t) for t in both):
         return "short"
-    if max(len(english), len(target)) > max_chars:
+    shorter, longer = sorted((len(english), len(target)))
+    if longer > max_chars:
         return "long"
+    if longer > max_ratio * shorter and longer >= 3 * min_chars:
+        return "mismatched"
     if normalize_text(english) == normalize_text(target):
         return "identical"
     return None

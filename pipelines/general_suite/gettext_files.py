@@ -43,8 +43,13 @@ class Catalog:
         return int(gettext.c2py(found.group(1).strip())(1)) if found else 0
 
 
+def unescape(text: str) -> str:
+    """C escapes (`\\n`, `\\"`, `\\\\`) resolved, as in a .po string."""
+    return _ESCAPE.sub(lambda m: _ESCAPES.get(m[1], m[1]), text)
+
+
 def _unquote(token: str) -> str:
-    return _ESCAPE.sub(lambda m: _ESCAPES.get(m[1], m[1]), token[1:-1])
+    return unescape(token[1:-1])
 
 
 def _headers(text: str) -> dict[str, str]:
