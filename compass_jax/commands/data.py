@@ -51,6 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--out", required=True, help="suite directory (suite.json + task JSONL)")
     s.add_argument("--split", default="test", help="held-out split to evaluate on")
     s.add_argument("--max-per-task", type=int, default=400, help="records per task (sampled)")
+    g = sub.add_parser("general-suite", help="the general-domain suite (package translations)")
+    g.add_argument("--out", required=True, help="suite directory (suite.json + task JSONL)")
+    g.add_argument("--pairs-per-language", type=int, default=1000, help="sampled pairs")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
     c = sub.add_parser("catalog", help="write the bundled multilingual catalog")
     c.add_argument("--out", required=True, help="directory for catalog-*.jsonl")
     c.add_argument("--size", type=int, default=20000, help="product groups")
@@ -62,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace):
     commands = {"build": _build, "export-jsonl": _export, "suite": _suite, "catalog": _catalog,
-                "validate": _validate}  # fmt: skip
+                "validate": _validate, "general-suite": _general_suite}  # fmt: skip
     return commands[args.data_command](args)
 
 
@@ -109,6 +114,15 @@ def _suite(args):
     path = write_suite(args.data, args.out, split=args.split, max_per_task=args.max_per_task)
     tasks = [t["name"] for t in jsonio.read_json(path)["tasks"]]
     print(jsonio.dumps({"suite": path, "tasks": tasks}))
+    return path
+
+
+def _general_suite(args):
+    from pipelines.general_suite import write_general_suite
+
+    path = write_general_suite(args.out, pairs_per_language=args.pairs_per_language,
+                               seed=args.seed, progress=not args.quiet)  # fmt: skip
+    print(json.dumps({"suite": path}))
     return path
 
 
