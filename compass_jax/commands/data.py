@@ -122,7 +122,7 @@ def _general_suite(args):
 
     path = write_general_suite(args.out, pairs_per_language=args.pairs_per_language,
                                seed=args.seed, progress=not args.quiet)  # fmt: skip
-    print(json.dumps({"suite": path}))
+    print(jsonio.dumps({"suite": path}))
     return path
 
 
