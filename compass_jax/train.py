@@ -129,7 +129,7 @@ def _towers(batch: TrainBatch):
     return towers
 
 
-def loss_and_grads(spec: StepSpec, mesh: Mesh, trainable, frozen, batch, key):
+def loss_and_grads(spec: StepSpec, mesh: Mesh, trainable, frozen, batch: TrainBatch, key):
     """`((loss, metrics), grads)` for the trainable params, by GradCache when configured."""
     shards = mesh.devices.size
 
