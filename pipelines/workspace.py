@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterable, Iterator
 
 from compass_jax.atomic import atomic_path
-from pipelines.config import BuildConfig, to_dict
+from compass_jax.configio import to_json
+from pipelines.config import BuildConfig
 
 
 def dump_jsonl(path: str, rows: Iterable[dict]) -> int:
@@ -89,7 +90,7 @@ class Workspace:
     # identity: a directory holds one build
     def claim(self) -> None:
         """Record the config; refuse to mix two different builds in one directory."""
-        config = to_dict(self.cfg)
+        config = to_json(self.cfg)
         digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
         info = self.path("build.json")
         if os.path.exists(info):

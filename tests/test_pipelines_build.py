@@ -157,7 +157,7 @@ def test_readers_over_the_build_match_pair_reader_on_exported_jsonl(built, tmp_p
     counts = export_jsonl(built, jsonl, split="train")
     records = read_records(jsonl)
     assert len(records) == sum(counts.values())
-    assert {"query", "positive", "negatives", "label", "task", "lang"} == set(
+    assert {"query", "positive", "negatives", "negative_labels", "label", "task", "lang"} == set(
         json.loads(jsonl.read_text().splitlines()[0])
     )
     kwargs = dict(
@@ -216,7 +216,7 @@ def test_user_catalog_with_invalid_lines_rejected(tmp_path):
     assert reject["error"].startswith(f"{tmp_path / 'shop.jsonl'}:4: field 'title'")
     index = json.loads((out / "datasets.json").read_text())["tasks"]
     assert sum(index["query_product"]["records"].values()) > 0
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="MiningConfig has no field 'teachr'"):
         load_config(cfg_path, ["mining.teachr=hashing"])
 
 
