@@ -155,6 +155,9 @@ class Encoder:
             pending = (batch.rows, result)
         self._collect(out, *pending, bar)
         bar.close()
+        if bad := np.flatnonzero(~np.isfinite(out).all(axis=1)).tolist():  # never passed on
+            where = f"{self.source or self.path}: {len(bad)} of {len(texts)} embeddings"
+            raise ValueError(f"{where} are not finite (first: text {bad[0] + 1})")
         return out
 
     @staticmethod

@@ -116,13 +116,20 @@ def write_settings(
     *,
     hidden_size: int,
     versions: dict[str, str] | None = None,
+    quantization_config: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Write the sentence-transformers package files that `read_settings` reads back:
     `modules.json` (Transformer, Pooling, and Normalize when normalising),
     `sentence_bert_config.json`, `1_Pooling/config.json` in the classic full form,
     `2_Normalize/`, `config_sentence_transformers.json` with the prompts. Returns the paths
     written, relative to `model_dir`. Plain writes: callers build the directory under a
-    temporary name (`atomic_dir`)."""
+    temporary name (`atomic_dir`).
+
+    `quantization_config` (an FP8 export's, as in `config.json`) makes sentence-transformers
+    load the weights dequantised: its Transformer module calls the model's `forward` directly,
+    which skips the hook with which compressed-tensors decompresses on the first call, so the
+    compressed FP8 weights would reach `F.linear` (`self and mat2 must have the same dtype`).
+    transformers' `AutoModel` and vLLM read `config.json` alone and are unaffected."""
     if settings.pooling not in _MODE_OF:
         raise ConfigError(f"pooling: expected one of {sorted(_MODE_OF)}, got {settings.pooling!r}")
     root = os.fspath(model_dir)
@@ -141,6 +148,7 @@ def write_settings(
         "sentence_bert_config.json": {
             "max_seq_length": settings.max_length,
             "do_lower_case": False,
+            **_dequantized(quantization_config),
         },
         "1_Pooling/config.json": pooling,
         "config_sentence_transformers.json": {
@@ -156,6 +164,14 @@ def write_settings(
     if settings.normalize:
         os.makedirs(os.path.join(root, "2_Normalize"), exist_ok=True)
     return [*files, *(["2_Normalize/"] if settings.normalize else [])]
+
+
+def _dequantized(quantization_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`config_kwargs` that replace the model config's `quantization_config` with the same one
+    plus transformers' loading attribute `dequantize` (the weights dequantised at load)."""
+    if not quantization_config:
+        return {}
+    return {"config_kwargs": {"quantization_config": {**quantization_config, "dequantize": True}}}
 
 
 def _evaluation_table(evaluation: Mapping[str, Any]) -> list[str]:
