@@ -21,6 +21,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from compass_jax import jsonio
+
 # What each stage's report counts as the records it processed.
 ITEMS = {
     "catalog": "listings",
@@ -145,7 +147,7 @@ def main() -> None:
         "tokenization": bucketing(out, 64, 20),
         "out": out,
     }
-    print(json.dumps(result, indent=1))
+    print(jsonio.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ machine the wall clock mostly measures the neighbours. Never a CI gate.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -20,6 +19,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from compass_jax import jsonio
 
 HIDDEN, INTER, VOCAB, POSITIONS = 1024, 4096, 30522, 512
 
@@ -133,7 +134,7 @@ def main() -> None:
         merged = os.path.getsize(os.path.join(scratch, "merged", "model.safetensors"))
         assert merged == size, (merged, size)
         copy_rate, merge_rate = size / min(copy_times) / 1e9, size / min(merge_times) / 1e9
-        print(json.dumps({
+        print(jsonio.dumps({
             "benchmark": "merge_throughput",
             "machine": machine(),
             "checkpoint": {"bytes": size, "layers": layers, "width": HIDDEN,

@@ -57,3 +57,31 @@ class TrainConfig:
 
     def loss_for(self, task: str) -> LossSettings:
         return self.losses.get(task, self.losses.get("default", LossSettings()))
+
+
+# Fields a resumed run may change: how long it runs, how it logs and keeps checkpoints, and how
+# the same computation is laid out (mesh, GradCache chunks, loss tiles: equal results up to
+# float rounding). Anything else changes what the run computes, so a workdir refuses it.
+# `steps` may grow: the schedule then decays over the new total from the restored step.
+RESUMABLE_FIELDS = (
+    "steps", "log_every", "checkpoint_every", "keep_checkpoints", "mesh", "gradcache_chunk",
+    "loss_block",
+)  # fmt: skip
+
+
+def _flat(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, Mapping) and value:
+        return {
+            k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()
+        }
+    return {prefix.rstrip("."): list(value) if isinstance(value, tuple) else value}
+
+
+def changed_fields(saved: Mapping, current: Mapping) -> dict[str, tuple[object, object]]:
+    """`{dotted field: (saved value, current value)}` for the fields outside
+    `RESUMABLE_FIELDS` that differ between two JSON views of a `TrainConfig`
+    (`configio.to_json`), e.g. `{"losses.default.temperature": (0.05, 0.07)}`."""
+    old, new = _flat(saved), _flat(current)
+    resumable = lambda key: any(key == f or key.startswith(f + ".") for f in RESUMABLE_FIELDS)
+    keys = sorted(k for k in old.keys() | new.keys() if not resumable(k))
+    return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}

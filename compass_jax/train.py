@@ -166,9 +166,10 @@ def train_step(spec: StepSpec, mesh: Mesh, state: State, batch: TrainBatch) -> t
     (loss, metrics), grads = loss_and_grads(spec, mesh, trainable, frozen, batch, key)
     updates, opt_state = optimizer.update(grads, state["opt_state"], trainable)
     new_trainable = optax.apply_updates(trainable, updates)
-    # A non-finite loss or gradient skips the update (params and moments unchanged) but not
-    # the step, so the data stream and schedule move on; the skip is reported.
-    finite = jnp.isfinite(loss) & _all_finite(grads)
+    # A non-finite loss, gradient, update or new param (an overflowing learning rate) skips
+    # the update (params and moments unchanged) but not the step, so the data stream and
+    # schedule move on; the skip is reported, and the trainer stops a run that mostly skips.
+    finite = jnp.isfinite(loss) & _all_finite((grads, updates, new_trainable, opt_state))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_trainable = keep(new_trainable, trainable)
     opt_state = keep(opt_state, state["opt_state"])
@@ -176,7 +177,7 @@ def train_step(spec: StepSpec, mesh: Mesh, state: State, batch: TrainBatch) -> t
         **metrics,
         "grad_norm": optax.global_norm(grads),
         "param_norm": optax.global_norm(new_trainable),
-        "update_norm": optax.global_norm(updates) * finite,
+        "update_norm": jnp.where(finite, optax.global_norm(updates), 0.0),
         "skipped": (~finite).astype(jnp.int32),
         "learning_rate": optim.schedule(spec.optim, spec.total_steps)(state["step"]),
     }

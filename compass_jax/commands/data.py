@@ -10,6 +10,7 @@ import os
 import time
 
 from compass_jax import jsonio
+from compass_jax.commands import flags
 
 HELP = "build TFDS training data from a product catalog (and export, validate, generate)"
 
@@ -23,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="JSON (or .py get_config()) build config; "
         "default: pipelines/configs/default.json (the bundled catalog)",
     )
-    b.add_argument("--out", required=True, help="build directory (outputs, caches, rejects)")
-    b.add_argument("--num-shards", type=int, default=1, help="workers sharing this build")
-    b.add_argument("--shard-index", type=int, default=0, help="this worker, in [0, num-shards)")
+    b.add_argument("--out", required=True, type=flags.writable("dir"), help="build directory")
+    b.add_argument("--num-shards", type=flags.count, default=1, help="workers sharing this build")
+    b.add_argument("--shard-index", type=flags.natural, default=0, help="this worker (from 0)")
     b.add_argument(
         "--set",
         action="append",
@@ -35,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     b.add_argument(
         "--wait-timeout",
-        type=float,
+        type=flags.positive,
         default=None,
         help="seconds to wait for other workers at a barrier",
     )
@@ -43,26 +44,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     e = sub.add_parser("export-jsonl", help="a split of a build as trainer JSONL")
     e.add_argument("--data", required=True, help="build directory")
-    e.add_argument("--out", required=True, help="output .jsonl")
-    e.add_argument("--split", default="train")
+    flags.add_output(e, kind="file", suffix=".jsonl", help="output .jsonl")
+    e.add_argument("--split", default="train", help="split to export")
     e.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
     s = sub.add_parser("suite", help="an evaluation suite from a build's held-out split")
     s.add_argument("--data", required=True, help="build directory")
-    s.add_argument("--out", required=True, help="suite directory (suite.json + task JSONL)")
+    flags.add_output(s, kind="dir", help="suite directory (suite.json + task JSONL)")
     s.add_argument("--split", default="test", help="held-out split to evaluate on")
-    s.add_argument("--max-per-task", type=int, default=400, help="records per task (sampled)")
+    s.add_argument("--max-per-task", type=flags.count, default=400, help="records per task")
     g = sub.add_parser("general-suite", help="the general-domain suite (package translations)")
-    g.add_argument("--out", required=True, help="suite directory (suite.json + task JSONL)")
-    g.add_argument("--pairs-per-language", type=int, default=1000, help="sampled pairs")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    flags.add_output(g, kind="dir", help="suite directory (suite.json + task JSONL)")
+    g.add_argument("--pairs-per-language", type=flags.count, default=1000, help="per language")
+    g.add_argument("--seed", type=flags.natural, default=0, help="seed")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     c = sub.add_parser("catalog", help="write the bundled multilingual catalog")
-    c.add_argument("--out", required=True, help="directory for catalog-*.jsonl")
-    c.add_argument("--size", type=int, default=20000, help="product groups")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--files", type=int, default=8)
+    flags.add_output(c, kind="dir", help="directory for catalog-*.jsonl")
+    c.add_argument("--size", type=flags.count, default=20000, help="product groups")
+    c.add_argument("--seed", type=flags.natural, default=0, help="seed")
+    c.add_argument("--files", type=flags.count, default=8, help="JSONL files")
     v = sub.add_parser("validate", help="check catalog JSONL files")
-    v.add_argument("files", nargs="+")
+    v.add_argument("files", nargs="+", help="catalog JSONL files")
 
 
 def run(args: argparse.Namespace):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from compass_jax.resolve import DEFAULT_MODEL
+from compass_jax.commands import flags
 from compass_jax.workflows.demo import SIZES, run_demo
 
 HELP = "run the whole system end to end on the bundled data and the default model (offline)"
@@ -17,13 +17,36 @@ HELP = "run the whole system end to end on the bundled data and the default mode
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", choices=list(SIZES), default="small", help="how big a run")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="base model: HF directory or name")
-    p.add_argument("--out", default="out/demo", help="working and results directory")
-    p.add_argument("--devices", type=int, default=8, help="simulated CPU devices of the mesh")
+    flags.add_model(p, help="base model: HF directory or name")
+    p.add_argument(
+        "--out",
+        type=flags.writable("dir"),
+        default="out/demo",
+        help="working and results directory (resumed)",
+    )
+    p.add_argument(
+        "--devices",
+        type=flags.count,
+        default=8,
+        help="simulated CPU devices of the mesh",
+    )
     p.add_argument("--fresh", action="store_true", help="delete --out first (no resuming)")
-    p.add_argument("--seed", type=int, default=0, help="catalog, split and training seed")
+    p.add_argument(
+        "--seed",
+        type=flags.natural,
+        default=0,
+        help="catalog, split and training seed",
+    )
+    flags.add_quiet(p)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    return run_demo(args.size, model=args.model, out=args.out, devices=args.devices,
-                    fresh=args.fresh, seed=args.seed)  # fmt: skip
+    return run_demo(
+        args.size,
+        model=args.model,
+        out=args.out,
+        devices=args.devices,
+        fresh=args.fresh,
+        seed=args.seed,
+        progress=not args.quiet,
+    )

@@ -29,9 +29,10 @@ def run_demo(
     devices: int = 8,
     fresh: bool = False,
     seed: int = 0,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Run every stage into `out` (resuming what is there unless `fresh`) and return the
-    report also written to `out/report.json` and `out/report.md`."""
+    report also written to `out/report.json` and `out/report.md`; `progress`: progress bars."""
     simulate_devices(devices)
     import jax
 
@@ -49,11 +50,11 @@ def run_demo(
     machine = machine_info(with_torch=False)
     print(f"compass-jax demo --size {name}: {one_line(machine)}")
 
-    paths = stages.run("data", lambda: build_data(out, size, seed))
+    paths = stages.run("data", lambda: build_data(out, size, seed, progress=progress))
     base = str(stages.run("import base model", lambda: resolve_model(model)))
     suites = {"domain": load_suite(paths["suite"]), "general": load_suite("general")}
     cache = os.path.join(out, "cache")
-    scores = SuiteScores(suites, cache_dir=cache, progress=True)
+    scores = SuiteScores(suites, cache_dir=cache, progress=progress)
     stages.run("evaluate base", lambda: scores.results(base))
 
     # A trained model is its workdir: the resolver exports its checkpoint once, on first use.
@@ -65,7 +66,7 @@ def run_demo(
         histories[label] = stages.run(
             f"train {label} ({len(jax.devices())} devices, {size.steps} steps x "
             f"{size.batch_size}, GradCache chunks of {size.chunk})",
-            lambda cfg=cfg, label=label: train(cfg, models[label]),
+            lambda cfg=cfg, label=label: train(cfg, models[label], progress=progress),
         )
         stages.run(f"evaluate {label}", lambda label=label: scores.results(models[label]))
 
@@ -74,7 +75,15 @@ def run_demo(
     sweep_dir = os.path.join(out, "sweep")
     result = stages.run(
         "merge sweep",
-        lambda: sweep(base, models["CAM"], ts, scores.metrics(), objective, out_dir=sweep_dir),
+        lambda: sweep(
+            base,
+            models["CAM"],
+            ts,
+            scores.metrics(),
+            objective,
+            out_dir=sweep_dir,
+            progress=progress,
+        ),
     )
     merged = result["best_model"] or base  # t = 0 (the base) when no merge keeps enough
     models["merged"] = merged

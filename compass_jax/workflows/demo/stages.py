@@ -43,7 +43,7 @@ def simulate_devices(n: int) -> None:
         jax.config.update("jax_num_cpu_devices", n)
 
 
-def build_data(out: str, size: Size, seed: int = 0) -> dict[str, str]:
+def build_data(out: str, size: Size, seed: int = 0, *, progress: bool = True) -> dict[str, str]:
     """Build the bundled catalog into `out/data`; the training JSONL and the held-out suite."""
     from pipelines import build
     from pipelines.config import load_config
@@ -64,7 +64,7 @@ def build_data(out: str, size: Size, seed: int = 0) -> dict[str, str]:
         # batch of 256, false negatives without the class mask).
         "tasks.category_level=0",
     ]
-    build.run(load_config(None, overrides), data, progress=True)
+    build.run(load_config(None, overrides), data, progress=progress)
     train = os.path.join(data, "train.jsonl")
     if not os.path.exists(train):
         export_jsonl(data, train, split="train", tasks=TRAIN_TASKS)
