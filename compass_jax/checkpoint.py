@@ -84,8 +84,17 @@ class Checkpointer:
         )
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-        """State placed like `abstract_state` (ShapeDtypeStructs carrying shardings)."""
+        """State placed like `abstract_state` (ShapeDtypeStructs carrying shardings); a
+        checkpoint of other shapes is refused before orbax reads anything (a failed orbax read
+        leaves its async reads to fail noisily after the program has reported the error)."""
         with _reading(self.workdir, step):
+            stored = _shapes(self.manager.item_metadata(step)["state"])
+            wanted = _shapes(abstract_state)
+            differ = [f"{k}: stored {stored.get(k)}, this config {v}"
+                      for k, v in wanted.items() if stored.get(k) != v]  # fmt: skip
+            if differ or len(stored) != len(wanted):
+                more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
+                raise ValueError("shapes differ: " + "; ".join(differ[:3]) + more)
             restored = self.manager.restore(
                 step,
                 args=ocp.args.Composite(
@@ -97,6 +106,14 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """`{"opt_state.1.0.mu.layers.0...": shape}`: dotted paths, as orbax names stored arrays
+    (a namedtuple's field and a stored dict's key read alike)."""
+    name = lambda k: str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {".".join(map(name, path)): tuple(leaf.shape) for path, leaf in flat}
 
 
 def write_run_info(workdir: str, config_json: dict, model_dir: str, model: ModelConfig) -> None:

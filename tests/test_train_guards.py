@@ -2,6 +2,8 @@
 mostly skips (stopped), and a resumed workdir whose config changes what the run computes."""
 
 import json
+import os
+import pathlib
 
 import jax
 import numpy as np
@@ -89,3 +91,34 @@ def test_changed_fields_ignores_what_a_resumed_run_may_change():
     saved = {"steps": 4, "mesh": {"data": 2}, "model": "a", "optim": {"b1": 0.9}, "seed": 0}
     now = {"steps": 8, "mesh": {"data": 8}, "model": "b", "optim": {"b1": 0.8}, "seed": 0}
     assert changed_fields(saved, now) == {"model": ("a", "b"), "optim.b1": (0.9, 0.8)}
+
+
+def test_a_checkpoint_of_other_shapes_is_one_line_without_event_loop_noise(assets, tmp_path):
+    # run.json gone (an older workdir): the shapes are compared before orbax reads anything,
+    # so no failed async read reports itself after the program has ended
+    import shutil
+    import subprocess
+    import sys
+
+    from transformers import BertConfig, BertModel
+
+    wide = tmp_path / "wide"
+    BertModel(BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=48, max_position_embeddings=64),
+              add_pooling_layer=False).save_pretrained(wide)  # fmt: skip
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(assets[0] / name, wide / name)
+    config = write_config(tmp_path / "cfg.py", *assets, steps=4, checkpoint_every=4)
+    workdir = tmp_path / "run"
+    assert cli.main(["train", "--config", str(config), "--workdir", str(workdir), "--quiet"]) == 0
+    (workdir / "run.json").unlink()
+    command = [sys.executable, "-m", "compass_jax.cli", "train", "--config", str(config),
+               "--workdir", str(workdir), "--set", f"model={wide}", "--set", "steps=8"]  # fmt: skip
+    tests = str(pathlib.Path(__file__).parent)  # the config file imports train_fixtures
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr
+    (error,) = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert "checkpoints/4: cannot read this checkpoint (ValueError: shapes differ:" in error
+    assert "stored (32,), this config (48,)" in error
