@@ -13,10 +13,10 @@ import functools
 import os
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from compass_jax import configio, jsonio
-from compass_jax.configio import ConfigError, Count, Fraction, NonNegativeInt, Positive
+from compass_jax.configio import ConfigError, Count, Fraction, NonNegativeInt, Positive, Spellings
 
 Arch = Literal["bert", "xlm-roberta", "qwen3"]
 ARCHES: tuple[str, ...] = ("bert", "xlm-roberta", "qwen3")
@@ -25,11 +25,13 @@ ComputeDtype = Literal["float32", "bfloat16"]
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
+Dtype = Annotated[str, Spellings(tuple(DTYPES.items()))]  # a field or flag: any spelling
+
+
 def canonical_dtype(name: str, where: str = "dtype") -> str:
-    """ "float32" or "bfloat16" for any of their spellings (`DTYPES`), else a `ConfigError`."""
-    if name not in DTYPES:
-        raise ConfigError(f"{where}: expected one of {sorted(DTYPES)}, got {name!r}")
-    return DTYPES[name]
+    """The canonical name ("float32" | "bfloat16") of any spelling in `DTYPES`, else a
+    `ConfigError` naming `where`."""
+    return configio.check(Dtype, name, where)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ field, e.g. `run.py: optim.learning_rate: must be > 0, got -1.0`. A range is dec
 its field, as `Annotated` metadata::
 
     steps: Annotated[int, Range(ge=1)] = 1000   # or the alias: steps: Count = 1000
+    dtype: Annotated[str, Spellings((("fp32", "float32"), ...))]  # any spelling, one value
 
 - `build(cls, raw, source)`: a config from a JSON object (nested objects become nested configs).
 - `validate(cfg, source)`: a config built in Python (a `get_config()`), checked the same way.
@@ -41,7 +42,7 @@ from compass_jax import jsonio
 
 __all__ = [
     "ConfigError", "Count", "Fraction", "NonNegative", "NonNegativeInt", "Positive", "Range",
-    "build", "check", "flag_type", "load", "override", "to_json", "validate",
+    "Spellings", "build", "check", "flag_type", "load", "override", "to_json", "validate",
 ]  # fmt: skip
 
 
@@ -65,6 +66,22 @@ class Range:
             if bound is not None and not holds(value, bound):
                 return f"must be {sign} {bound}, got {value!r}"
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Spellings:
+    """The accepted spellings of a string field and the value each stands for, as
+    `Annotated[str, Spellings((("fp32", "float32"), ...))]` metadata: a field (or flag) reads
+    any spelling and holds the canonical value."""
+
+    pairs: tuple[tuple[str, str], ...]
+
+    def read(self, value: str) -> tuple[str | None, str | None]:
+        """`(canonical value, None)`, or `(None, problem)`."""
+        found = dict(self.pairs)
+        if value in found:
+            return found[value], None
+        return None, f"expected one of {sorted(found)}, got {value!r}"
 
 
 Count = Annotated[int, Range(ge=1)]  # sizes, steps, periods
@@ -103,6 +120,8 @@ def _convert(hint: Any, value: Any, source: str, path: str) -> Any:
         value = _convert(args[0], value, source, path)
         for meta in hint.__metadata__:
             problem = meta.problem(value) if isinstance(meta, Range) else None
+            if isinstance(meta, Spellings):
+                value, problem = meta.read(value)
             if problem:
                 raise _at(source, path, problem)
         return value

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated
 
+from compass_jax.config import Dtype
 from compass_jax.configio import Count, NonNegative, NonNegativeInt, Range
 from compass_jax.losses import LossSettings
 from compass_jax.optim import OptimConfig
@@ -37,7 +38,7 @@ class MeshConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     model: str = "multilingual-e5-small"  # HF directory or bundled model name
-    dtype: Literal["float32", "bfloat16"] = "float32"  # compute; master params stay float32
+    dtype: Dtype = "float32"  # compute, in any spelling (bf16 reads as bfloat16); params float32
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     # Per-task loss settings; "default" applies to tasks not named.
     losses: Mapping[str, LossSettings] = dataclasses.field(

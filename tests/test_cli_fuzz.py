@@ -81,6 +81,12 @@ CASES = [
     case("NaN weights", EMBED.replace("{model}", "{m_nan}"),
          r"'embeddings\.word_embeddings\.weight': 2 of \d+ values are not finite", E),
     case("truncated weights", EMBED.replace("{model}", "{m_cut}"), r"model\.safetensors.*fit", E),
+    case("truncated tokenizer", EMBED.replace("{model}", "{m_tok}"),
+         r"m_tok: cannot load the tokenizer", E),
+    case("modules.json entry", EMBED.replace("{model}", "{m_modules}"),
+         r"modules\.json: \[1\]: expected an object, got 3", E),
+    case("max_seq_length a word", EMBED.replace("{model}", "{m_stcfg}"),
+         r"sentence_bert_config\.json: max_seq_length: expected int, got 'long'", E),
     case("no such model", EMBED.replace("{model}", "{missing}"), r"not a directory, nor a", E),
     case("model without config", EMBED.replace("{model}", "{folder}"), r"no config\.json", E),
     case("workdir run.json a list", EMBED.replace("{model}", "{w_list}"),
@@ -219,7 +225,8 @@ def make_assets(root: pathlib.Path) -> dict[str, str]:
         "m_eps": lambda c: {**c, "layer_norm_eps": 0},
         "m_array": lambda c: [c],
     }
-    for name, edit in {**broken, "m_nan": None, "m_cut": None}.items():
+    for name, edit in {**broken, **dict.fromkeys(("m_nan", "m_cut", "m_tok", "m_modules",
+                                                   "m_stcfg"))}.items():  # fmt: skip
         copy = root / name
         shutil.copytree(model, copy)
         assets[name] = copy
@@ -232,6 +239,10 @@ def make_assets(root: pathlib.Path) -> dict[str, str]:
     save_file(tensors, weights)
     cut = assets["m_cut"] / "model.safetensors"
     cut.write_bytes(cut.read_bytes()[:-1000])
+    cut = assets["m_tok"] / "tokenizer.json"
+    cut.write_bytes(cut.read_bytes()[:500])
+    (assets["m_modules"] / "modules.json").write_text('[{"type": "m.Transformer"}, 3]')
+    (assets["m_stcfg"] / "sentence_bert_config.json").write_text('{"max_seq_length": "long"}')
     (root / "bt.jsonl").write_text('{"source": "a", "target": "b"}\n')
     (root / "sts.jsonl").write_text('{"a": "x", "b": "y", "score": "high"}\n')
     task = {"name": "t", "type": "bitext", "data": "bt.jsonl"}

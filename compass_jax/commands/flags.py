@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from compass_jax import atomic
-from compass_jax.config import DTYPES, canonical_dtype
+from compass_jax.config import DTYPES, Dtype, canonical_dtype
 from compass_jax.configio import Count, NonNegativeInt, Positive, flag_type
 from compass_jax.resolve import DEFAULT_MODEL
 
@@ -83,7 +83,7 @@ def add_output(
     names = names or ("--out",)
     action = p.add_argument(*names, required=True, type=writable(kind, suffix), help=help)
     p.set_defaults(_outputs=(*(p.get_default("_outputs") or ()), action.dest))
-    if "overwrite" not in {a.dest for a in p._actions}:
+    if p.get_default("overwrite") is None:  # once per command
         p.add_argument(
             "--overwrite",
             action="store_true",
@@ -116,18 +116,9 @@ def add_model(p: argparse.ArgumentParser, *names: str, help: str | None = None, 
 
 def add_dtype(p: argparse.ArgumentParser, default: str = "float32", help: str = "") -> None:
     """`--dtype` in any spelling of `config.DTYPES`, read as its canonical name."""
-
-    def parse(text: str) -> str:
-        try:
-            return canonical_dtype(text, "--dtype")
-        except ValueError:
-            message = f"expected one of {sorted(DTYPES)}, got {text!r}"
-            raise argparse.ArgumentTypeError(message) from None
-
-    parse.__name__ = "dtype"
     metavar = "{" + ",".join(DTYPES) + "}"
-    p.add_argument("--dtype", type=parse, default=canonical_dtype(default), metavar=metavar,
-                   help=help or "compute dtype")  # fmt: skip
+    p.add_argument("--dtype", type=number(Dtype), default=canonical_dtype(default),
+                   metavar=metavar, help=help or "compute dtype")  # fmt: skip
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from compass_jax.config import ConfigError
+from compass_jax.configio import ConfigError, Count, check
 from compass_jax.jsonio import read_json, write_json
 
 
@@ -78,29 +78,33 @@ def read_settings(model_dir: str | os.PathLike, arch: str, *, default_max_length
     pooling, normalize = _ARCH_POOLING[arch], True
     modules_path = os.path.join(model_dir, "modules.json")
     if os.path.isfile(modules_path):
-        modules = read_json(modules_path, expect=list)
-        kinds = {m.get("type", "").rsplit(".", 1)[-1]: m for m in modules}
+        modules = check(tuple[Mapping[str, Any], ...], read_json(modules_path, expect=list),
+                        modules_path)  # fmt: skip
+        kinds = {}  # module type -> its folder; the other fields are sentence-transformers'
+        for i, m in enumerate(modules):
+            kind = check(str, m.get("type", ""), modules_path, f"[{i}].type").rsplit(".", 1)[-1]
+            kinds[kind] = check(str, m.get("path", ""), modules_path, f"[{i}].path")
         unsupported = sorted(set(kinds) - {"Transformer", "Pooling", "Normalize"})
         if unsupported:
             raise ConfigError(
                 f"{modules_path}: unsupported sentence-transformers modules {unsupported}"
             )
         if "Pooling" in kinds:
-            pooling = _pooling_mode(
-                os.path.join(model_dir, kinds["Pooling"]["path"], "config.json")
-            )
+            pooling = _pooling_mode(os.path.join(model_dir, kinds["Pooling"], "config.json"))
         normalize = "Normalize" in kinds
     max_length = default_max_length
     bert_config = os.path.join(model_dir, "sentence_bert_config.json")
     if os.path.isfile(bert_config):
-        max_length = int(read_json(bert_config).get("max_seq_length") or max_length)
+        found = read_json(bert_config).get("max_seq_length")
+        max_length = check(Count | None, found, bert_config, "max_seq_length") or max_length
     prompts: dict[str, str] = {}
     default_prompt = None
     st_config = os.path.join(model_dir, "config_sentence_transformers.json")
     if os.path.isfile(st_config):
         data = read_json(st_config)
-        prompts = dict(data.get("prompts") or {})
-        default_prompt = data.get("default_prompt_name")
+        prompts = check(dict[str, str], data.get("prompts") or {}, st_config, "prompts")
+        default_prompt = check(str | None, data.get("default_prompt_name"), st_config,
+                               "default_prompt_name")  # fmt: skip
     return EmbedderSettings(pooling, normalize, max_length, prompts, default_prompt)
 
 
