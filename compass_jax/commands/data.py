@@ -1,7 +1,7 @@
-"""`compass-jax data`: build TFDS training datasets from a product catalog (`build`, resumable
-and shardable over workers), export a split as the JSONL the trainer reads (`export-jsonl`),
-write an evaluation suite from a held-out split (`suite`), write the bundled multilingual
-catalog (`catalog`), or check catalog files (`validate`)."""
+"""`compass-jax data`: build TFDS training datasets from a product catalog (`build`: in process
+and resumable, or as an Apache Beam pipeline on any Beam runner), export a split as the JSONL
+the trainer reads (`export-jsonl`), write an evaluation suite from a held-out split (`suite`),
+write the bundled multilingual catalog (`catalog`), or check catalog files (`validate`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
 import sys
 import time
 
@@ -33,7 +34,7 @@ def _pipelines():
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_command", required=True)
-    b = sub.add_parser("build", help="run the data pipelines (resumable, shardable)")
+    b = sub.add_parser("build", help="run the data pipelines (resumable; or on Apache Beam)")
     b.add_argument(
         "--config",
         default=None,
@@ -41,20 +42,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "default: pipelines/configs/default.json (the bundled catalog)",
     )
     b.add_argument("--out", required=True, help="build directory (outputs, caches, rejects)")
-    b.add_argument("--num-shards", type=int, default=1, help="workers sharing this build")
-    b.add_argument("--shard-index", type=int, default=0, help="this worker, in [0, num-shards)")
+    b.add_argument(
+        "--runner",
+        choices=("local", "beam"),
+        default="local",
+        help="local: in-process, resumable stage by stage; beam: the Apache Beam pipeline",
+    )
+    b.add_argument(
+        "--beam-options",
+        default="",
+        help='Beam pipeline options, e.g. --beam-options="--runner=FlinkRunner '
+        "--flink_master=host:8081\" (default: Beam's local DirectRunner)",
+    )
     b.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="override a config field, e.g. --set catalog.generate_size=2000",
-    )
-    b.add_argument(
-        "--wait-timeout",
-        type=float,
-        default=None,
-        help="seconds to wait for other workers at a barrier",
     )
     b.add_argument("--until", default=None, help="stop after this stage")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -93,9 +98,8 @@ def _build(args):
     ran = build.run(
         cfg,
         args.out,
-        num_shards=args.num_shards,
-        shard_index=args.shard_index,
-        wait_timeout_s=args.wait_timeout,
+        runner=args.runner,
+        beam_options=shlex.split(args.beam_options),
         progress=not args.quiet,
         until=args.until,
     )
@@ -105,7 +109,7 @@ def _build(args):
         "seconds": round(time.perf_counter() - tic, 1),
     }
     card = os.path.join(args.out, "card.md")
-    if os.path.exists(card) and args.shard_index == 0:
+    if os.path.exists(card):
         with open(card, encoding="utf-8") as f:
             print(f.read())
     print(json.dumps(summary))
