@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 from tqdm.auto import tqdm
@@ -125,20 +124,10 @@ def run(
             tic = time.perf_counter()
             report = stage.run(ws, unit)
             report["seconds"] = round(time.perf_counter() - tic, 3)
-            ws.mark(stage.name, unit, _jsonable(report))
+            ws.mark(stage.name, unit, report)
             bar.update(1)
         bar.close()
         ran[stage.name] = len(todo)
         if stage.name == until:
             break
     return ran
-
-
-def _jsonable(value):
-    if isinstance(value, Counter | dict):
-        return {str(k): _jsonable(v) for k, v in sorted(dict(value).items())}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item"):
-        return value.item()
-    return value

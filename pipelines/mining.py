@@ -9,10 +9,13 @@ build (so negatives never leak across splits). Two steps, as units of both runne
   document found in several partitions is described by its smallest uid), indexed exactly or
   with an ANN index (`pipelines.ann`), and every query takes the teacher's top-k from it.
 
-A candidate is dropped when it is the positive itself or the query's text, when it scores above
+A candidate is dropped when it is the positive itself or the query's text, when it shares the
+record's class label, when it belongs to the same product group (the same product in another
+language or variant), or, in tasks without class labels, when it scores above
 `max_score_fraction` of the positive's score (likely an unlabelled positive, the false
-negatives CAM also guards against), when it shares the record's class label, or when it belongs
-to the same product group (the same product in another language or variant). The survivors,
+negatives CAM also guards against). A labelled task's false negatives are known exactly (the
+same class), so the score ceiling would only discard its hardest true negatives: with a model
+teacher, another category's name often scores within 5% of the right one. The survivors,
 hardest first, become `negatives`, and their documents' classes `negative_labels`.
 """
 
@@ -26,6 +29,7 @@ import numpy as np
 
 from compass_jax.data.text_hash import normalize_text, text_hash
 from pipelines import ann
+from pipelines.tasks import TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +132,10 @@ def mine_unit(cfg: MiningConfig | None, task: str, split: str, pieces: Iterable[
         keys = sorted(best)
         docs = [pieces[best[k][1]].docs[best[k][2]] for k in keys]
         vectors = np.stack([pieces[best[k][1]].doc_vec[best[k][2]] for k in keys])
-        index = mine(records, queries, docs, vectors.astype(np.float32), cfg, stats)
+        index = mine(
+            records, queries, docs, vectors.astype(np.float32), cfg, stats,
+            ceiling=not TASKS[task].labelled,
+        )  # fmt: skip
         report["indexes"] = {f"{task}/{split}": index}
     with_negatives = sum(bool(r["negatives"]) for r in records)
     report["coverage"] = {task: {"records": len(records), "with_negatives": with_negatives}}
@@ -144,8 +151,11 @@ def mine(
     cfg: MiningConfig,
     stats: Counter,
     chunk: int = 256,
+    *,
+    ceiling: bool = True,
 ) -> dict:
-    """Fill `negatives` / `negative_labels` of `records` in place; returns the index's info."""
+    """Fill `negatives` / `negative_labels` of `records` in place; returns the index's info.
+    `ceiling`: drop candidates above `max_score_fraction` of the positive's score."""
     ids, scores, info = ann.search(
         vectors,
         queries,
@@ -167,8 +177,11 @@ def mine(
         pos = np.array([row[doc_key(r["positive"])] for r in part])
         q = queries[start : start + chunk]
         positive = np.einsum("md,md->m", q, vectors[pos])
+        limit = np.where(positive > 0, cfg.max_score_fraction * positive, np.inf)
+        if not ceiling:
+            limit = np.full(len(part), np.inf)
         picks = _select(
-            part, pos, positive, ids[start : start + chunk], scores[start : start + chunk],
+            part, pos, limit, ids[start : start + chunk], scores[start : start + chunk],
             table, cfg, stats,
         )  # fmt: skip
         for r, chosen in zip(part, picks, strict=True):
@@ -177,15 +190,14 @@ def mine(
     return info
 
 
-def _select(part, pos, positive, ids, scores, table, cfg: MiningConfig, stats) -> list[list[int]]:
+def _select(part, pos, limit, ids, scores, table, cfg: MiningConfig, stats) -> list[list[int]]:
     """The hardest valid candidates of each query's top-k, as masks over `[m, k]`."""
     found = ids >= 0
     safe = np.where(found, ids, 0)
-    ceiling = np.where(positive > 0, cfg.max_score_fraction * positive, np.inf)
     itself = (safe == pos[:, None]) | (
         table["hash"][safe] == np.array([text_hash(r["query"]) for r in part])[:, None]
     )
-    above = scores > ceiling[:, None]
+    above = scores > limit[:, None]
     labels = np.array([r["label"] for r in part])
     same_label = (labels[:, None] >= 0) & (table["label"][safe] == labels[:, None])
     same_group = table["group"][safe] == np.array([r["group_id"] for r in part])[:, None]

@@ -244,6 +244,12 @@ def test_user_catalog_with_invalid_lines_rejected(tmp_path):
     assert reject["error"].startswith(f"{tmp_path / 'shop.jsonl'}:4: field 'title'")
     index = json.loads((out / "datasets.json").read_text())["tasks"]
     assert sum(index["query_product"]["records"].values()) > 0
+    beam_out = tmp_path / "beam"  # user files, rejected lines, no mining: the same on Beam
+    build.run(load_config(cfg_path), str(beam_out), runner="beam")
+    assert outputs(beam_out) == outputs(out)
+    assert (beam_out / "rejects" / "ingest" / "f00000.jsonl").read_text() == (
+        out / "rejects" / "ingest" / "f00000.jsonl"
+    ).read_text()
     with pytest.raises(ConfigError, match="unknown keys"):
         load_config(cfg_path, ["mining.teachr=hashing"])
 

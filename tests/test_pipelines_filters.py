@@ -142,11 +142,14 @@ def test_mining_excludes_positive_close_scores_same_label_and_group():
     assert out["negative_labels"][:2] == [5, 3]  # each negative's class, for the class mask
     assert stats["dropped_same_label"] >= 1 and stats["dropped_same_group"] >= 1
     # A candidate scoring near the positive is a likely unlabelled positive: dropped.
-    close = dict(query)
+    close, labelled = dict(query), dict(query)
     cfg = MiningConfig(num_negatives=3, top_k=10, max_score_fraction=0.5)
     mine([close], teacher.encode([query["query"]]), docs, vectors, cfg, stats)
     assert "kaos polos hitam pria ori" not in close["negatives"]
     assert stats["dropped_above_score_fraction"] >= 1
+    # A labelled task's false negatives are its own class: no score ceiling there.
+    mine([labelled], teacher.encode([query["query"]]), docs, vectors, cfg, stats, ceiling=False)
+    assert labelled["negatives"][0] == "kaos polos hitam pria ori"
 
 
 def test_noise_helpers():
