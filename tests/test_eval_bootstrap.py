@@ -185,6 +185,15 @@ def test_clustering_bootstrap_of_a_perfect_clustering_is_one_with_zero_width():
     perfect = _results({"clustering-en": ("clustering", "en", 1.0, evidence)})
     c = contrast({"m": perfect}, {"m": 1.0}, resamples=1000)
     assert (c.estimate, c.low, c.high) == (1.0, 1.0, 1.0)
+    # the same imperfect partition under other cluster ids: exactly no difference
+    noisy = np.where(np.arange(90) % 7 == 0, 0, clusters)
+    same = {"v_measure": items.statistic("v_measure", labels=labels, clusters=(noisy + 3) % 6)}
+    evidence = {"v_measure": items.statistic("v_measure", labels=labels, clusters=noisy)}
+    one, other = (
+        _results({"clustering-en": ("clustering", "en", 1.0, e)}) for e in (evidence, same)
+    )
+    c = compare_models(one, other)
+    assert (c.estimate, c.low, c.high) == (0.0, 0.0, 0.0) and one != other
 
 
 # --- the paired bootstrap: exact cases ------------------------------------------------------

@@ -66,14 +66,21 @@ def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(x > 0, x * np.log(np.where(x > 0, y, 1.0)), 0.0)
 
 
+def _first_seen(values: np.ndarray) -> np.ndarray:
+    """Codes 0, 1, ... in order of first occurrence: two models with the same partition under
+    other cluster ids get the same codes, so their V-measures agree bit for bit (the contingency
+    sums run in one order)."""
+    _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    return np.argsort(np.argsort(first))[inverse]
+
+
 def _v_measure(columns: dict[str, np.ndarray], counts: Counts) -> np.ndarray:
     """sklearn's `v_measure_score` (beta 1) from each resample's weighted contingency table,
     vectorised over resamples (the demo bootstraps every clustering task of a suite).
 
     Homogeneity is `1 - H(C|K) / H(C)`, with `H(C|K)` from count ratios `n_lk / n_k`, so a
     perfect clustering scores exactly 1 (the ratios are exactly 1, their logarithms 0)."""
-    labels = np.unique(columns["labels"], return_inverse=True)[1]
-    clusters = np.unique(columns["clusters"], return_inverse=True)[1]
+    labels, clusters = _first_seen(columns["labels"]), _first_seen(columns["clusters"])
     n_k = clusters.max() + 1
     cells = labels * n_k + clusters
     n_cells = (labels.max() + 1) * n_k
