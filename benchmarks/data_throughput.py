@@ -94,8 +94,8 @@ def bucketing(out: str, batch_size: int, steps: int) -> dict | None:
     for name, fn in (("fixed", tokenize_batch), ("bucketed", tokenize_bucketed)):
         tic = time.perf_counter()
         for rows in batches:
-            arrays = fn(rows, tok, **kw)
-            cells = sum(arrays[k].size for k in ("query_ids", "positive_ids", "negative_ids"))
+            batch = fn(rows, tok, **kw)
+            cells = batch.query_ids.size + batch.positive_ids.size + batch.negative_ids.size
             if name == "fixed":
                 fixed += cells
             else:

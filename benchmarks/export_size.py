@@ -87,8 +87,8 @@ def main() -> dict:
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
 
-    from compass_jax.interop import save_hf
     from compass_jax.resolve import load_model
+    from compass_jax.workflows.export import export_params
 
     cfg, params, source = load_model(args.model)
     # The FP8 export loads the tokenizer (transformers); import it before timing anything.
@@ -99,7 +99,9 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for name, fp8 in (("bf16", False), ("fp8", True)):
             start = time.perf_counter()
-            out = save_hf(cfg, params, os.path.join(tmp, name), tokenizer_from=source, fp8=fp8)
+            out = export_params(
+                cfg, params, os.path.join(tmp, name), tokenizer_from=source, fp8=fp8
+            )
             seconds = time.perf_counter() - start
             result[name] = {"export_seconds": round(seconds, 2), "dir_bytes": _dir_bytes(out)}
             result[name] |= _weights(out)

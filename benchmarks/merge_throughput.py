@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
     args = parser.parse_args()
 
-    from compass_jax.commands.merge import merge_checkpoints
+    from compass_jax.workflows.merge import merge_checkpoints
 
     scratch = tempfile.mkdtemp(prefix="merge-bench-", dir=args.dir)
     try:

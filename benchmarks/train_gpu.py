@@ -51,6 +51,7 @@ from typing import Any
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
 
 import _machine as m  # after the allocator setting, before JAX starts
+import _training as tr
 
 log = m.logger("train_gpu")
 
@@ -121,28 +122,29 @@ def batch_fn(mesh, batch: int, seq: int, vocab: int):
     import jax.numpy as jnp
 
     from compass_jax import sharding
+    from compass_jax.data.batch import TrainBatch
 
     s = sharding.batch_sharding(mesh)
 
     def make(key):
         k = jax.random.split(key, 3)
-        ids = lambda kk: jax.random.randint(kk, (batch, seq), 1, vocab, jnp.int32)
-        ones = jnp.ones((batch, seq), jnp.int32)
+        ids = lambda kk, *shape: jax.random.randint(kk, (batch, *shape), 1, vocab, jnp.int32)
+        ones = lambda *shape: jnp.ones((batch, *shape), jnp.int32)
         idx = jnp.arange(batch, dtype=jnp.int32)
-        return {
-            "query_ids": ids(k[0]),
-            "query_mask": ones,
-            "positive_ids": ids(k[1]),
-            "positive_mask": ones,
-            "negative_ids": ids(k[2]),
-            "negative_mask": ones,
-            "negative_valid": jnp.ones((batch, 1), bool),
-            "label": jnp.full((batch,), -1, jnp.int32),
-            "negative_label": jnp.full((batch, 1), -1, jnp.int32),
-            "query_hash": idx,
-            "positive_hash": idx + batch,
-            "negative_hash": (idx + 2 * batch)[:, None],
-        }
+        return TrainBatch(
+            query_ids=ids(k[0], seq),
+            query_attention_mask=ones(seq),
+            positive_ids=ids(k[1], seq),
+            positive_attention_mask=ones(seq),
+            negative_ids=ids(k[2], 1, seq),
+            negative_attention_mask=ones(1, seq),
+            negative_valid=jnp.ones((batch, 1), bool),
+            label=jnp.full((batch,), -1, jnp.int32),
+            negative_label=jnp.full((batch, 1), -1, jnp.int32),
+            query_hash=idx,
+            positive_hash=idx + batch,
+            negative_hash=(idx + 2 * batch)[:, None],
+        )
 
     fn = jax.jit(make, out_shardings=s)
     abstract = jax.tree.map(
@@ -163,32 +165,22 @@ class Run:
     def __init__(self, args):
         import jax
 
-        from compass_jax import models, sharding, train
+        from compass_jax import models
         from compass_jax.losses import LossSettings
-        from compass_jax.optim import OptimConfig
 
         self.args, self.t0 = args, time.perf_counter()
         self.cfg = model_config(args.smoke)
-        self.mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
         self.device = jax.devices()[0]
         tic = time.perf_counter()
         params = jax.jit(models.init, static_argnums=0)(self.cfg, jax.random.key(0))
         self.flop_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-        self.spec_base = dict(
-            model=self.cfg,
-            pooling="last",
-            loss=LossSettings(),
-            optim=OptimConfig(warmup_steps=0, schedule="constant"),
-            total_steps=1000,
-            loss_block=(128, 1024),
-            dropout=False,
+        # One state for every step variant (a second copy would halve the batch search's room).
+        self.harness = tr.Harness.create(
+            self.cfg, params, "last", chunk=args.mfu_chunk, loss=LossSettings(), dtype="bfloat16"
         )
-        spec = train.StepSpec(gradcache_chunk=args.mfu_chunk, **self.spec_base)
-        self.state, self.shardings = train.init_state(
-            params, spec, self.mesh, seed=0, min_elements=2**16
-        )
+        self.mesh = self.harness.training.mesh
         del params
-        jax.block_until_ready(self.state)
+        jax.block_until_ready(self.harness.state)
         kind = self.device.device_kind
         self.report: dict[str, Any] = {
             "benchmark": "train_gpu",
@@ -213,7 +205,7 @@ class Run:
                         "causal",
                     )
                 },
-                "matmul_params": m.matmul_params(self.flop_params),
+                "matmul_params": tr.matmul_params(self.flop_params),
                 "all_params": sum(x.size for x in jax.tree.leaves(self.flop_params)),
             },
             "setup_s": round(time.perf_counter() - tic, 1),
@@ -235,33 +227,21 @@ class Run:
         self.report["elapsed_s"] = round(self.elapsed(), 1)
         m.emit(self.report, self.args.out)
 
-    def step_fn(self, chunk: int | None):
-        from compass_jax import train
-
-        spec = train.StepSpec(gradcache_chunk=chunk, **self.spec_base)
-        return train.make_train_step(spec, self.mesh, self.shardings)
+    def step_fn(self, chunk: int | None) -> tr.Harness:
+        return self.harness.with_chunk(chunk)
 
     def flops(self, batch: int, seq: int, gradcache: bool) -> dict[str, float]:
-        return m.step_flops(
+        return tr.step_flops(
             self.cfg, self.flop_params, seq=seq, sequences=3 * batch, gradcache=gradcache
         )
 
-    def compile(self, step, abstract) -> tuple[Any, dict[str, Any]]:
-        tic = time.perf_counter()
-        compiled = step.lower(self.state, abstract).compile()
-        self.last_compile_s = time.perf_counter() - tic
-        return compiled, {"compile_s": round(self.last_compile_s, 1), **m.xla_memory(compiled)}
+    def compile(self, step: tr.Harness, abstract) -> dict[str, Any]:
+        info = step.compile(abstract)
+        self.last_compile_s = info["compile_s"]
+        return info
 
-    def run_steps(self, compiled, batches) -> list[float]:
-        import jax
-
-        times = []
-        for batch in batches:
-            tic = time.perf_counter()
-            self.state, metrics = compiled(self.state, batch)
-            jax.block_until_ready((self.state, metrics))
-            times.append(time.perf_counter() - tic)
-        return times
+    def run_steps(self, step: tr.Harness, batches) -> list[float]:
+        return [step.run(batch)[0] for batch in batches]
 
     def utilisation(self, flops: dict[str, float], seconds: float) -> dict[str, Any]:
         peak = self.report["peak_bf16_tflops"]
@@ -283,10 +263,10 @@ class Run:
         entry: dict[str, Any] = {"batch": batch, "seq": seq, "chunk": chunk, "steps": steps}
         self.report[name] = entry
         try:
-            compiled, info = self.compile(self.step_fn(chunk), abstract)
-            entry.update(info)
+            step = self.step_fn(chunk)
+            entry.update(self.compile(step, abstract))
             batches = [make(jax.random.key(i)) for i in range(steps + 1)]
-            times = self.run_steps(compiled, batches)
+            times = self.run_steps(step, batches)
         except Exception as e:
             entry["error"] = f"{type(e).__name__}: {str(e)[:1500]}"
             entry["oom"] = is_oom(e)
@@ -328,7 +308,7 @@ class Run:
             "target": 65536,
         }
         self.report["max_batch"] = result
-        fitting = []  # (attempt, compiled, make), smallest first
+        fitting = []  # (attempt, make), smallest first
         batch = a.search_start
         while batch <= a.search_max:
             attempt: dict[str, Any] = {"batch": batch}
@@ -339,7 +319,7 @@ class Run:
             log(f"max_batch: compiling batch {batch} ...")
             make, abstract = batch_fn(self.mesh, batch, seq, self.cfg.vocab_size)
             try:
-                compiled, info = self.compile(step, abstract)
+                info = self.compile(step, abstract)
             except Exception as e:
                 attempt.update(
                     status="oom at compile" if is_oom(e) else "error at compile",
@@ -355,10 +335,10 @@ class Run:
                 break
             attempt["status"] = "fits (XLA buffer assignment)"
             result["largest_fitting_by_analysis"] = batch
-            fitting.append((attempt, compiled, make))
+            fitting.append((attempt, make))
             self.emit()
             batch *= 2
-        for attempt, compiled, make in reversed(fitting):
+        for attempt, make in reversed(fitting):
             batch = attempt["batch"]
             flops = self.flops(batch, seq, True)
             estimate = flops["hardware_flops"] / self.throughput if self.throughput else None
@@ -368,7 +348,7 @@ class Run:
                 continue
             log(f"max_batch: running batch {batch} ...")
             try:
-                (seconds,) = self.run_steps(compiled, [make(jax.random.key(batch))])
+                (seconds,) = self.run_steps(step, [make(jax.random.key(batch))])
             except Exception as e:
                 attempt.update(
                     run="oom" if is_oom(e) else "error",
@@ -387,7 +367,7 @@ class Run:
             )
             result["largest_run"] = batch
             break
-        ran_oom = any(att.get("run") == "oom" for att, _, _ in fitting)
+        ran_oom = any(att.get("run") == "oom" for att, _ in fitting)
         best = result["largest_run"] if ran_oom else result["largest_fitting_by_analysis"]
         result["largest_fitting"] = best
         result["meets_target"] = (best or 0) >= 65536

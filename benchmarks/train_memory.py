@@ -55,6 +55,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import _machine as m
+import _training as tr
 import numpy as np
 
 log = m.logger("train_memory")
@@ -78,25 +79,19 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
     from compass_jax.interop.tokenizer import load_tokenizer
     from compass_jax.losses import LossSettings
 
-    model_cfg, params, model_dir, pooling = m.load(job["model"])
+    model_cfg, params, model_dir, pooling = tr.load(job["model"])
     tokenizer = load_tokenizer(model_dir)
     chunk = job["chunk"] if job["mode"] == "gradcache" else None
-    harness = m.Harness.create(
-        model_cfg,
-        params,
-        pooling,
-        batch_size=job["batch"] or 1,
-        chunk=chunk,
-        seq=job["seq"],
-        loss=LossSettings(temperature=0.05),
+    harness = tr.Harness.create(
+        model_cfg, params, pooling, chunk=chunk, loss=LossSettings(temperature=0.05),
         dtype=job["dtype"],
-    )
+    )  # fmt: skip
     del params
     out: dict[str, Any] = {"setup_peak_rss_bytes": _maxrss()}
     if job["mode"] == "baseline":
         out.update(peak_rss_bytes=_maxrss(), device_peak_bytes=device_peak())
         return out
-    locals_ = m.tokenized_batches(
+    locals_ = tr.tokenized_batches(
         job["data"],
         tokenizer,
         batch_size=job["batch"],
@@ -298,7 +293,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model",
         default="all-MiniLM-L6-v2",
-        help="bundled name or HF dir; 'tiny' = a small random BERT (2 x 32)",
+        help=f"bundled name or HF dir; '{tr.TINY}' = a small random BERT (2 x 32)",
     )
     p.add_argument("--batches", default="128,256,512,1024", type=ints, help="batches run for real")
     p.add_argument(
@@ -341,13 +336,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     # Leave 2 GiB to everyone else on a shared machine.
     cap = int(min(args.cap_gb * GIB, available - 2 * GIB))
     with tempfile.TemporaryDirectory(prefix="train_memory_") as tmp:
-        data = str(m.make_pairs(os.path.join(tmp, "pairs.jsonl"), n=4096))
+        data = str(tr.make_pairs(os.path.join(tmp, "pairs.jsonl"), n=4096))
         model = args.model
-        if model == "tiny":
-            sys.path.insert(0, str(m.ROOT / "tests"))
-            from train_fixtures import make_model_dir
-
-            model = str(make_model_dir(__import__("pathlib").Path(tmp)))
         start = m.cpu_snapshot()
         log("baseline (model + training state, no step) ...")
         base_job = {

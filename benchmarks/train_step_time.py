@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import _machine as m
+import _training as tr
 import numpy as np
 
 log = m.logger("train_step_time")
@@ -63,26 +64,19 @@ def settings_for(name: str):
 def time_steps(args, data: str) -> dict[str, Any]:
     from compass_jax.interop.tokenizer import load_tokenizer
 
-    model_cfg, params, model_dir, pooling = m.load(args.model)
+    model_cfg, params, model_dir, pooling = tr.load(args.model)
     tokenizer = load_tokenizer(model_dir)
     rounds = args.warmup + args.steps
     tic = time.perf_counter()
-    locals_ = m.tokenized_batches(
+    locals_ = tr.tokenized_batches(
         data, tokenizer, batch_size=args.batch, count=rounds, seq=args.seq, task="classification"
     )
     tokenize_s = (time.perf_counter() - tic) / rounds
     harnesses, compile_info = {}, {}
     for name in CONTENDERS:
         chunk = args.chunk if name.startswith("gradcache") else None
-        h = m.Harness.create(
-            model_cfg,
-            params,
-            pooling,
-            batch_size=args.batch,
-            chunk=chunk,
-            seq=args.seq,
-            loss=settings_for(name),
-            dtype=args.dtype,
+        h = tr.Harness.create(
+            model_cfg, params, pooling, chunk=chunk, loss=settings_for(name), dtype=args.dtype
         )
         batches = [h.put(b) for b in locals_]
         log(f"compiling {name} ...")
@@ -110,7 +104,7 @@ def time_steps(args, data: str) -> dict[str, Any]:
             )
     contention = m.contention_since(start)
     flops = {
-        name: m.step_flops(
+        name: tr.step_flops(
             model_cfg,
             params,
             seq=args.seq,
@@ -170,14 +164,14 @@ def time_loss(args, data: str) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    from compass_jax import sharding
+    from compass_jax import sharding, train
     from compass_jax.interop.tokenizer import load_tokenizer
-    from compass_jax.losses import ContrastiveBatch, cam_infonce_sharded
+    from compass_jax.losses import cam_infonce_sharded
     from compass_jax.resolve import resolve_model
 
     b, d = args.loss_batch, args.loss_dim
     tokenizer = load_tokenizer(resolve_model(args.model))
-    local = m.tokenized_batches(
+    local = tr.tokenized_batches(
         data, tokenizer, batch_size=b, count=1, seq=8, task="classification"
     )[0]
     mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
@@ -187,32 +181,11 @@ def time_loss(args, data: str) -> dict[str, Any]:
         x = rng.standard_normal(shape, np.float32)
         return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
-    embs = (unit(b, d), unit(b, d), unit(b, 1, d))
-    meta = {
-        k: local[k]
-        for k in (
-            "negative_valid",
-            "label",
-            "negative_label",
-            "query_hash",
-            "positive_hash",
-            "negative_hash",
-        )
-    }
+    embs = (unit(b, d), unit(b, d), unit(b, d))
 
     def make(settings):
         def loss(q, p, n):
-            cb = ContrastiveBatch(
-                q,
-                p,
-                n,
-                meta["negative_valid"],
-                meta["label"],
-                meta["negative_label"],
-                meta["query_hash"],
-                meta["positive_hash"],
-                meta["negative_hash"],
-            )
+            cb = train.contrastive_batch({"query": q, "positive": p, "negatives": n}, local)
             return cam_infonce_sharded(cb, settings, mesh, block=tuple(args.loss_block))
 
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
@@ -297,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "quiet_wait": quiet,
     }
     with tempfile.TemporaryDirectory(prefix="train_step_time_") as tmp:
-        data = str(m.make_pairs(os.path.join(tmp, "pairs.jsonl"), n=4096))
+        data = str(tr.make_pairs(os.path.join(tmp, "pairs.jsonl"), n=4096))
         report["step"] = time_steps(args, data)
         if not args.skip_loss:
             log("loss alone ...")

@@ -53,14 +53,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import _machine as m
+import _training as tr
 import numpy as np
 
 log = m.logger("train_vs_st")
 MODEL = "all-MiniLM-L6-v2"
 TOWERS = (
-    ("query_ids", "query_mask"),
-    ("positive_ids", "positive_mask"),
-    ("negative_ids", "negative_mask"),
+    ("query_ids", "query_attention_mask"),
+    ("positive_ids", "positive_attention_mask"),
+    ("negative_ids", "negative_attention_mask"),
 )
 
 
@@ -71,23 +72,15 @@ def ours(args, batch_sets: dict[str, list], dtype: str) -> tuple[Steps, dict[str
     """One jitted step per data set (same shapes, one compile), sharing one training state."""
     from compass_jax.losses import LossSettings
 
-    model_cfg, params, _, pooling = m.load(MODEL)
+    model_cfg, params, _, pooling = tr.load(MODEL)
     loss = LossSettings(temperature=1 / args.scale, class_mask=False, duplicate_mask=False)
-    h = m.Harness.create(
-        model_cfg,
-        params,
-        pooling,
-        batch_size=args.batch,
-        chunk=args.chunk,
-        seq=args.seq,
-        loss=loss,
-        dtype=dtype,
-        learning_rate=args.lr,
+    h = tr.Harness.create(
+        model_cfg, params, pooling, chunk=args.chunk, loss=loss, dtype=dtype, learning_rate=args.lr
     )
     placed = {name: [h.put(b) for b in batches] for name, batches in batch_sets.items()}
     log(f"compiling ours ({dtype}) ...")
     info = h.compile(placed["full"][0])
-    info["flops"] = m.step_flops(
+    info["flops"] = tr.step_flops(
         model_cfg, params, seq=args.seq, sequences=3 * args.batch, gradcache=True
     )
 
@@ -119,11 +112,13 @@ def peer(args, batch_sets: dict[str, list]) -> tuple[Steps, dict[str, Any]]:
     def features(batch):
         out = []
         for ids, mask in TOWERS:
-            t_ids = torch.from_numpy(batch[ids].astype(np.int64))
+            # [b, l] towers; the negatives' [b, g, l] flattened example-major, as our step does.
+            rows = lambda x: x.reshape(-1, x.shape[-1]).astype(np.int64)
+            t_ids = torch.from_numpy(rows(getattr(batch, ids)))
             out.append(
                 {
                     "input_ids": t_ids,
-                    "attention_mask": torch.from_numpy(batch[mask].astype(np.int64)),
+                    "attention_mask": torch.from_numpy(rows(getattr(batch, mask))),
                     "token_type_ids": torch.zeros_like(t_ids),
                 }
             )
@@ -243,11 +238,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for name, min_words in (("full", args.seq + 8), ("natural", 0)):
             if name == "natural" and not args.natural:
                 continue
-            data = m.make_pairs(os.path.join(tmp, f"{name}.jsonl"), n=4096, min_words=min_words)
-            batch_sets[name] = m.tokenized_batches(
+            data = tr.make_pairs(os.path.join(tmp, f"{name}.jsonl"), n=4096, min_words=min_words)
+            batch_sets[name] = tr.tokenized_batches(
                 data, tokenizer, batch_size=args.batch, count=rounds, seq=args.seq, task="retrieval"
             )
-    shares = {name: m.token_shares(b[0], args.chunk) for name, b in batch_sets.items()}
+    shares = {name: tr.token_shares(b[0], args.chunk) for name, b in batch_sets.items()}
     log(f"token shares: {shares}")
     contenders, info = {}, {}
     ours32, info["ours_float32"] = ours(args, batch_sets, "float32")
@@ -261,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         contenders["ours_float32_natural"] = ours32["natural"]
         contenders["sentence_transformers_float32_natural"] = theirs["natural"]
     log("matmul rates ...")
-    model_cfg = m.load(MODEL)[0]
+    model_cfg = tr.load(MODEL)[0]
     rates = matmul_rates(args.chunk * args.seq, model_cfg.hidden_size, model_cfg.intermediate_size)
     # Round 0 runs the contenders in this order, so each side's first `full` step starts from the
     # pretrained weights and the two first-step losses are comparable.

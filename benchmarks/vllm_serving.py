@@ -60,7 +60,7 @@ def _vllm_embed(model_dir: str, texts: list[str], memory: float) -> tuple[np.nda
     from vllm import LLM
     from vllm.config import PoolerConfig
 
-    from compass_jax.commands.serve_command import invocation
+    from compass_jax.interop.serving import invocation
 
     spec = invocation(model_dir)
     try:
@@ -98,8 +98,8 @@ def main() -> dict:
     import jax
 
     from compass_jax.encoder import Encoder
-    from compass_jax.interop import save_hf
     from compass_jax.resolve import load_model
+    from compass_jax.workflows.export import export_params
 
     with tempfile.TemporaryDirectory() as tmp:
         dirs = {"bf16": args.bf16_dir, "fp8": args.fp8_dir}
@@ -108,7 +108,9 @@ def main() -> dict:
             for name, fp8 in (("bf16", False), ("fp8", True)):
                 if dirs[name] is None:
                     out = os.path.join(tmp, name)
-                    dirs[name] = str(save_hf(cfg, params, out, tokenizer_from=source, fp8=fp8))
+                    dirs[name] = str(
+                        export_params(cfg, params, out, tokenizer_from=source, fp8=fp8)
+                    )
         pairs = _texts(args.n)
         encoder = Encoder.load(dirs["bf16"], dtype="bfloat16")
         prefixed = [encoder.settings.prompt_text(p) + t for p, t in pairs]

@@ -5,6 +5,8 @@ Layout of a workdir:
   checkpoints/<step>/ orbax: `state` (params, optimizer state, step, rng) and `data` (JSON)
   metrics.jsonl       one JSON line per logged step
   tensorboard/        event files
+  hf/<step>-<digest>/ a checkpoint exported as a HF directory on first use as a model
+                      (`compass_jax.resolve`; `fingerprint` is the digest)
 Orbax writes each step into a temporary directory and renames it when complete, so a run killed
 mid-save leaves the previous checkpoint as the latest.
 """
@@ -12,14 +14,17 @@ mid-save leaves the previous checkpoint as the latest.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import pathlib
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from compass_jax import jsonio
 from compass_jax.atomic import atomic_path
 from compass_jax.config import ModelConfig
 
@@ -93,21 +98,50 @@ def _workdir_and_step(path: str) -> tuple[str, int | None]:
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a training workdir or a `checkpoints/<step>` directory inside one."""
     return is_workdir(_workdir_and_step(os.fspath(path))[0])
 
 
-def load_checkpoint_params(path: str | os.PathLike) -> tuple[ModelConfig, dict, str, int]:
-    """`(model config, host params, base model dir, step)` from a training workdir (latest
-    step) or a checkpoint directory inside one."""
-    workdir, step = _workdir_and_step(os.fspath(path))
-    with open(os.path.join(workdir, RUN_FILE)) as f:
-        info = json.load(f)
+def find_checkpoint(path: str | os.PathLike, step: int | None = None) -> tuple[str, int]:
+    """`(workdir, step)` of a workdir (its latest step, unless `step` is given) or of a checkpoint
+    directory inside one; a missing checkpoint is a `FileNotFoundError` naming the workdir."""
+    workdir, found = _workdir_and_step(os.fspath(path))
+    step = found if step is None else step
     manager = _manager(workdir, read_only=True)
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"{workdir}: training workdir has no checkpoint yet")
-    if step not in manager.all_steps():
-        raise FileNotFoundError(f"{workdir}: no checkpoint for step {step}")
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{workdir}: training workdir has no checkpoint yet")
+        if step not in manager.all_steps():
+            raise FileNotFoundError(
+                f"{workdir}: no checkpoint for step {step} (steps: {sorted(manager.all_steps())})"
+            )
+    finally:
+        manager.close()
+    return workdir, step
+
+
+def fingerprint(workdir: str, step: int) -> str:
+    """A short digest of a checkpoint's files (names, sizes, modification times) and of the
+    content of the workdir's `run.json` (which a resumed run rewrites unchanged): it changes
+    whenever the checkpoint is rewritten."""
+    root = os.path.join(workdir, "checkpoints", str(step))
+    files = [os.path.join(d, f) for d, _, names in sorted(os.walk(root)) for f in sorted(names)]
+    digest = hashlib.sha256(pathlib.Path(workdir, RUN_FILE).read_bytes())
+    for path in files:
+        st = os.stat(path)
+        digest.update(f"|{os.path.relpath(path, root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
+
+
+def load_checkpoint_params(
+    path: str | os.PathLike, step: int | None = None
+) -> tuple[ModelConfig, dict, str, int]:
+    """`(model config, host params, base model dir, step)` from a training workdir (latest
+    step, unless `step` is given) or a checkpoint directory inside one."""
+    workdir, step = find_checkpoint(path, step)
+    info = jsonio.read_json(os.path.join(workdir, RUN_FILE))
+    manager = _manager(workdir, read_only=True)
     # Restore onto this process's first device whatever mesh saved it: the reader (embed,
     # export, merge) may run on a different machine than the trainer.
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

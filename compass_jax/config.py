@@ -194,14 +194,9 @@ def from_hf(hf: Mapping[str, Any], *, source: str = "config.json", **overrides: 
             type_vocab_size=int(hf.get("type_vocab_size", 2)),
             hidden_dropout=float(hf.get("hidden_dropout_prob", 0.0)),
         )
-    if "quantization_config" in hf:  # an FP8 export: weights dequantise on load
-        from compass_jax.interop.fp8 import check_scheme
-
-        try:
-            check_scheme(hf["quantization_config"], source)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        handled = handled | {"quantization_config"}
+    # An FP8 export: the weight loaders check the scheme (`interop.load.read_config`) and
+    # dequantise the weights; the forward pass is this config's.
+    handled = handled | {"quantization_config"}
     unknown = sorted(set(hf) - handled - _IGNORED_HF_FIELDS)
     if unknown:
         raise ConfigError(

@@ -13,24 +13,21 @@ relative Frobenius error of every quantised weight, and the deltas of an optiona
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from importlib import resources
 from typing import Any
 
 import jax
 import ml_dtypes
 import numpy as np
 
-from compass_jax import tree
-from compass_jax.atomic import atomic_path
+from compass_jax import jsonio, tree
+from compass_jax.assets import load_sample
 from compass_jax.config import ModelConfig
 from compass_jax.encoder import Encoder
 from compass_jax.interop import fp8
 from compass_jax.interop.st_package import EmbedderSettings
 
-REPORT_JSON, REPORT_MD = "fp8_report.json", "fp8_report.md"
 # `encode(texts, prompt_name_or_None) -> [n, d]`, what an eval callable receives.
 EncodeFn = Callable[..., np.ndarray]
 
@@ -42,25 +39,14 @@ class QualityError(ValueError):
 def load_calibration(path: str | os.PathLike | None = None) -> list[dict]:
     """Records with `lang` and `query` and/or `title` (or `text`); default: the bundled sample."""
     if path is None:
-        text = resources.files("compass_jax.assets").joinpath("sample.jsonl").read_text("utf-8")
-        name = "compass_jax/assets/sample.jsonl"
-    else:
-        name = os.fspath(path)
-        with open(name, encoding="utf-8") as f:
-            text = f.read()
+        return load_sample()
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{name}:{number}: invalid JSON ({e.msg})") from None
-        if not isinstance(record, dict) or not any(k in record for k in ("query", "title", "text")):
-            raise ValueError(f"{name}:{number}: need a 'query', 'title' or 'text' field")
+    for number, record in jsonio.iter_jsonl(path):
+        if not any(k in record for k in ("query", "title", "text")):
+            raise ValueError(f"{os.fspath(path)}:{number}: need a 'query', 'title' or 'text' field")
         records.append(record)
     if not records:
-        raise ValueError(f"{name}: no calibration records")
+        raise ValueError(f"{os.fspath(path)}: no calibration records")
     return records
 
 
@@ -216,57 +202,3 @@ def check(report: Mapping[str, Any], min_cosine: float) -> None:
             f"{min_cosine}) for {listing}; export a bf16 checkpoint instead, or pass "
             "--no-quality-gate (min_cosine=None) to write it anyway"
         )
-
-
-def markdown(report: Mapping[str, Any], heading: str = "#") -> str:
-    """The human-readable tables of the report, under a `heading`-level title."""
-    lines = [
-        f"{heading} FP8 quality vs {report['compute_dtype']}",
-        "",
-        f"Simulated: {report['simulation']}; {report['n_records']} calibration records "
-        f"(gate: mean cosine >= {report.get('min_cosine')} per language).",
-        "",
-        "| language | texts | mean cosine | p1 cosine | min cosine | top-1 ref | top-1 fp8 |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    cos = report["cosine"]
-    for lang, s in [*cos["per_language"].items(), ("**all**", cos["all"])]:
-        r = report["retrieval_top1"].get(lang)
-        top = [f"{r['reference']:.3f}", f"{r['fp8']:.3f}"] if r else ["", ""]
-        lines.append(
-            f"| {lang} | {s['n']} | {s['mean']:.5f} | {s['p1']:.5f} | {s['min']:.5f} | "
-            + " | ".join(top)
-            + " |"
-        )
-    w = report["weights"]
-    table = w["relative_frobenius_error"]
-    names = list(dict.fromkeys(n for row in table.values() for n in row))
-    lines += [
-        "",
-        f"Weight quantisation error (relative Frobenius): mean {w['mean']:.4f}, "
-        f"max {w['max']:.4f} ({w['worst']})",
-        "",
-        "| layer | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
-    ]
-    for layer in sorted(table, key=int):
-        lines.append(
-            f"| {layer} | "
-            + " | ".join(f"{table[layer].get(n, float('nan')):.4f}" for n in names)
-            + " |"
-        )
-    if "eval" in report:
-        lines += ["", "| metric | reference | fp8 | delta |", "|---|---|---|---|"]
-        for metric, delta in report["eval"]["delta"].items():
-            ref, q = report["eval"]["reference"][metric], report["eval"]["fp8"][metric]
-            lines.append(f"| {metric} | {ref:.4f} | {q:.4f} | {delta:+.4f} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
-    for name, text in (
-        (REPORT_JSON, json.dumps(report, indent=2) + "\n"),
-        (REPORT_MD, markdown(report)),
-    ):
-        with atomic_path(os.path.join(out_dir, name)) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)

@@ -3,13 +3,16 @@
 * `cam_infonce` — the reference: builds the full `[b, c]` score matrix. Small batches, tests.
 * `cam_infonce_tiled` — the same loss from row blocks against column blocks of candidates with
   an online logsumexp under `jax.checkpoint`, so peak memory is one `[rows, cols]` tile rather
-  than `b x b(1+h)`. `cam_infonce_sharded` runs it under `shard_map`: each device keeps its own
+  than `b x b(1+g)`. `cam_infonce_sharded` runs it under `shard_map`: each device keeps its own
   anchor rows and all-gathers the candidates together with their labels and text hashes, so
   the masks see the global batch (a per-device mask would silently miss cross-device pairs).
 
-For query `i` the candidates are every in-batch positive, every hard negative and, optionally,
-every other query. Candidate `c` is removed from `i`'s denominator (never the true positive) when
-  - class:     `i` and `c`'s owner are different examples with the same label (>= 0);
+For query `i` the candidates are every in-batch positive, every hard negative (`g` slots per
+example) and, optionally, every other query. Candidate `c` is removed from `i`'s denominator
+(never the true positive) when
+  - class:     `i` and `c`'s owner are different examples with the same label (>= 0): another
+               example's positive or hard negative of `i`'s class (a hard negative carries its own
+               label); `i`'s own hard negatives stay, whatever their label;
   - duplicate: `c`'s text hash equals the hash of `i`'s positive;
   - margin:    `s(i, c) > s(i, +) + margin`, when a margin is set (likely false negatives).
 The optional symmetric term scores each positive against all queries with the same masks.
@@ -24,29 +27,31 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int
 
+from compass_jax.configio import Positive
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class ContrastiveBatch:
-    """Embeddings and CAM metadata of a global batch (`h` hard negatives per example; padded
-    negatives have `negative_mask` False)."""
+    """Embeddings and CAM metadata of a global batch (`g` hard-negative slots per example; an
+    empty slot has `negative_valid` False)."""
 
     query: Float[Array, "b d"]
     positive: Float[Array, "b d"]
-    negatives: Float[Array, "b h d"]
-    negative_mask: Bool[Array, "b h"]
+    negatives: Float[Array, "b g d"]
+    negative_valid: Bool[Array, "b g"]
     label: Int[Array, " b"]
-    negative_label: Int[Array, "b h"]
+    negative_label: Int[Array, "b g"]
     query_hash: Int[Array, " b"]
     positive_hash: Int[Array, " b"]
-    negative_hash: Int[Array, "b h"]
+    negative_hash: Int[Array, "b g"]
 
 
 @dataclasses.dataclass(frozen=True)
 class LossSettings:
     """Per-task loss settings (hashable: a static argument of the jitted step)."""
 
-    temperature: float = 0.02
+    temperature: Positive = 0.02
     class_mask: bool = True
     duplicate_mask: bool = True
     margin: float | None = None
@@ -78,16 +83,16 @@ class _Anchors:
 
 
 def _query_to_doc(batch: ContrastiveBatch, settings: LossSettings) -> _Candidates:
-    b, h = batch.negative_mask.shape
+    b, g = batch.negative_valid.shape
     idx = jnp.arange(b, dtype=jnp.int32)
     parts = [
         (batch.positive, idx, batch.label, batch.positive_hash, jnp.ones(b, bool), False),
         (
-            batch.negatives.reshape(b * h, batch.query.shape[-1]),
-            jnp.repeat(idx, h),
+            batch.negatives.reshape(b * g, batch.query.shape[-1]),
+            jnp.repeat(idx, g),
             batch.negative_label.reshape(-1),
             batch.negative_hash.reshape(-1),
-            batch.negative_mask.reshape(-1),
+            batch.negative_valid.reshape(-1),
             False,
         ),
     ]
@@ -278,8 +283,8 @@ def cam_infonce_tiled(
 
 
 def _num_candidates(batch: ContrastiveBatch, settings: LossSettings) -> int:
-    b, h = batch.negative_mask.shape
-    return b * (1 + h + int(settings.query_query))
+    b, g = batch.negative_valid.shape
+    return b * (1 + g + int(settings.query_query))
 
 
 def _fit_block(block, rows, cols):

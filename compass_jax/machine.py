@@ -5,6 +5,7 @@ numbers, since a figure without its machine cannot be compared."""
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import platform
 from typing import Any
@@ -40,7 +41,6 @@ def load_average() -> list[float]:
 
 def machine_info(*, with_torch: bool = True) -> dict[str, Any]:
     """CPU, cores, memory, library versions, JAX backend and devices, load average."""
-    import flax
     import jax
     import optax
 
@@ -51,7 +51,7 @@ def machine_info(*, with_torch: bool = True) -> dict[str, Any]:
         **meminfo_gib(),
         "python": platform.python_version(),
         "jax": jax.__version__,
-        "flax": flax.__version__,
+        "flax": importlib.metadata.version("flax"),  # only compass_jax.models imports flax
         "optax": optax.__version__,
         "jax_backend": jax.default_backend(),
         "jax_devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],

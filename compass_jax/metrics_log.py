@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 
-from compass_jax.atomic import atomic_path
+from compass_jax import jsonio
 
 log = logging.getLogger(__name__)
+
+
+def _strict(value):
+    # A skipped step's loss can be NaN; strict JSON has no NaN, so it is logged as null (the
+    # step's `skipped` metric says why).
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class MetricsLog:
@@ -30,16 +36,14 @@ class MetricsLog:
         """Drop lines past the restored step: they belong to a run that was cut short."""
         if not os.path.exists(self.path):
             return
-        with open(self.path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-        with atomic_path(self.path) as tmp, open(tmp, "w") as f:
-            f.writelines(kept)
+        kept = [r for r in jsonio.read_jsonl(self.path) if r["step"] <= resume_step]
+        jsonio.write_jsonl(self.path, kept)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        record = {"step": step, **{name: _strict(v) for name, v in metrics.items()}}
+        jsonio.append_jsonl(self.path, record)
         if self._tb is not None:
             for name, value in metrics.items():
                 if isinstance(value, int | float):

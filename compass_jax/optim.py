@@ -5,24 +5,27 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import optax
 
 from compass_jax import tree
+from compass_jax.configio import Fraction, NonNegative, NonNegativeInt, Positive, Range
+
+Beta = Annotated[float, Range(ge=0, lt=1)]
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    learning_rate: float = 2e-5
-    warmup_steps: int = 100
-    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
-    end_lr_ratio: float = 0.0
-    weight_decay: float = 0.01
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    clip_norm: float | None = 1.0
+    learning_rate: Positive = 2e-5
+    warmup_steps: NonNegativeInt = 100
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # after warmup
+    end_lr_ratio: Fraction = 0.0
+    weight_decay: NonNegative = 0.01
+    b1: Beta = 0.9
+    b2: Beta = 0.999
+    eps: Positive = 1e-8
+    clip_norm: Positive | None = 1.0
     # Regexes over param paths (re.search). Excluded from weight decay:
     no_decay: tuple[str, ...] = (r"\.bias$", r"norm\.scale$", r"norm\.bias$")
     # Not trained at all (no gradient, no optimizer state):

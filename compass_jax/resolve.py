@@ -1,16 +1,32 @@
-"""Model names -> local directories.
+"""Model arguments -> local Hugging Face directories: the one resolver behind every command.
 
-A model argument is a local HF directory, one of the models that ship inside installed packages
-(imported once into the user cache), or, for users with a network, a hub repository id.
+A model argument is any of:
+
+- a local HF directory (`config.json`, safetensors weights, tokenizer);
+- a bundled name: a model that ships inside an installed package (`BUNDLED`), imported once
+  into the user cache (`cache_dir()`);
+- a hub repository id `org/name`, downloaded for users with a network;
+- a training workdir (its latest checkpoint), a checkpoint directory inside one
+  (`runs/e5/checkpoints/400`), or `workdir@step` (`runs/e5@400`).
+
+A checkpoint becomes a HF directory once: its float32 master weights are written with the base
+model's tokenizer and sentence-transformers files to `<workdir>/hf/<step>-<fingerprint>/`
+(`$COMPASS_JAX_CACHE/checkpoints/...` when the workdir is read-only), and later calls reuse it.
+The fingerprint digests the checkpoint's files, so a rewritten checkpoint gets a fresh export
+and the stale one is removed. Everything downstream (load, merge, export, eval) then reads HF
+directories only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
+import shutil
 from collections.abc import Callable
 
 DEFAULT_MODEL = "multilingual-e5-small"
+EXPORTS = "hf"  # a workdir's folder of exported checkpoints
 
 
 def cache_dir() -> pathlib.Path:
@@ -52,10 +68,28 @@ BUNDLED: dict[str, Callable[[pathlib.Path], pathlib.Path]] = {
 
 
 def resolve_model(model: str | os.PathLike | None) -> pathlib.Path:
-    """The local directory for `model` (None or "default": the default model)."""
+    """The local HF directory for any model argument (see the module docstring; None or
+    "default": the default model).
+
+    Example:
+        resolve_model("runs/e5@400")  # -> runs/e5/hf/400-<fingerprint>/
+    """
     name = os.fspath(model) if model is not None else DEFAULT_MODEL
     if name == "default":
         name = DEFAULT_MODEL
+    if os.path.isdir(name) or "@" in name:
+        from compass_jax import checkpoint  # orbax: only for arguments that may be workdirs
+
+        workdir, at, step = name.rpartition("@")
+        if at and step.isdigit() and not os.path.exists(name):
+            if not checkpoint.is_workdir(workdir):
+                raise FileNotFoundError(
+                    f"model {name!r}: {workdir!r} is not a training workdir (no "
+                    f"{checkpoint.RUN_FILE}); `workdir@step` names a step of a training run"
+                )
+            return _from_checkpoint(*checkpoint.find_checkpoint(workdir, int(step)))
+        if checkpoint.is_checkpoint(name):
+            return _from_checkpoint(*checkpoint.find_checkpoint(name))
     if os.path.isdir(name):
         return pathlib.Path(name)
     if name in BUNDLED:
@@ -63,24 +97,62 @@ def resolve_model(model: str | os.PathLike | None) -> pathlib.Path:
     if name.count("/") == 1 and not os.path.exists(name) and not name.startswith((".", "/")):
         return _from_hub(name)
     raise FileNotFoundError(
-        f"model {name!r}: not a directory, nor a bundled model ({sorted(BUNDLED)}), "
-        "nor a hub id of the form org/name"
+        f"model {name!r}: not a directory, nor a bundled model ({sorted(BUNDLED)}), nor a hub "
+        "id of the form org/name, nor a training workdir or workdir@step"
     )
 
 
 def load_model(model: str | os.PathLike | None, **config_overrides):
-    """`(config, params, model_dir)` for any model argument (a HF directory, a bundled name, a
-    hub id, a training workdir or one of its checkpoints); `model_dir` holds the tokenizer and
-    sentence-transformers files that go with the params."""
-    from compass_jax import checkpoint
+    """`(config, params, model_dir)` for any model argument: `load_hf(resolve_model(model))`.
+    `model_dir` holds the tokenizer and sentence-transformers files that go with the params;
+    `config_overrides` replace `ModelConfig` fields (e.g. `dtype="bfloat16"`)."""
     from compass_jax.interop.load import load_hf
 
-    if model is not None and checkpoint.is_checkpoint(model):
-        cfg, params, model_dir, _ = checkpoint.load_checkpoint_params(model)
-        return cfg.replace(**config_overrides), params, pathlib.Path(model_dir)
     model_dir = resolve_model(model)
     cfg, params = load_hf(model_dir, **config_overrides)
     return cfg, params, model_dir
+
+
+def _from_checkpoint(workdir: str, step: int) -> pathlib.Path:
+    """The HF directory of a checkpoint, exported on first use (see the module docstring)."""
+    from compass_jax import checkpoint
+
+    root = pathlib.Path(workdir, EXPORTS)
+    if not os.access(workdir, os.W_OK):
+        digest = hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:16]
+        root = cache_dir() / "checkpoints" / digest
+    target = root / f"{step}-{checkpoint.fingerprint(workdir, step)}"
+
+    def export() -> None:
+        from compass_jax.interop.save import save_hf
+
+        cfg, params, base_dir, _ = checkpoint.load_checkpoint_params(workdir, step)
+        save_hf(cfg, params, target, tokenizer_from=base_dir, dtype="float32",
+                model_name=f"{workdir}@{step}", overwrite=True)  # fmt: skip
+        for stale in root.glob(f"{step}-*"):  # the same step, an older checkpoint
+            if stale != target:
+                shutil.rmtree(stale, ignore_errors=True)
+
+    _once(target, export)
+    return target
+
+
+def _once(target: pathlib.Path, write: Callable[[], None]) -> None:
+    """`write()` unless `target` exists. On several processes (which all resolve the same
+    model, as in a multi-host program) process 0 decides and every process takes part in the
+    write (`save_hf` is collective) and waits for it."""
+    import jax
+
+    if jax.process_count() == 1:
+        if not target.is_dir():
+            write()
+        return
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    if multihost_utils.broadcast_one_to_all(np.int32(not target.is_dir())):
+        write()
+    multihost_utils.sync_global_devices(f"compass_jax.resolve {target}")
 
 
 def _from_hub(repo_id: str) -> pathlib.Path:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 
+from compass_jax import jsonio
+
 
 class InputError(ValueError):
     """Bad input text; the message names the file and line."""
@@ -40,9 +42,11 @@ def read_texts(path: str | os.PathLike, *, field: str = "text") -> list[str]:
 
 def _parse_jsonl(path: str, number: int, line: str, field: str) -> str:
     try:
-        record = json.loads(line)
+        record = jsonio.loads(line)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{number}: invalid JSON ({e.msg})") from None
+    except ValueError as e:  # a NaN or Infinity token: not JSON
+        raise InputError(f"{path}:{number}: {e}") from None
     if not isinstance(record, dict) or not isinstance(record.get(field), str):
         raise InputError(f"{path}:{number}: expected an object with a string field {field!r}")
     return record[field]

@@ -3,31 +3,35 @@
 State is a plain dict `{"params", "opt_state", "step", "rng"}` with a parallel dict of
 shardings. Parameters are float32 masters; the forward pass computes in `ModelConfig.dtype`.
 Only trainable parameters (not matched by `optim.frozen`) get gradients and optimizer state.
+
+`setup` builds what a run steps: the state on its mesh, its shardings and the per-task steps
+compiled ahead of time (`TrainSetup`). The trainer and the benchmarks both start from it, so a
+benchmark times the program training runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, Float
 
 from compass_jax import embedding, optim, sharding
 from compass_jax.config import ModelConfig
+from compass_jax.data.batch import TrainBatch
 from compass_jax.experiment import TrainConfig
 from compass_jax.gradcache import gradcache_value_and_grad, tower_keys
 from compass_jax.losses import ContrastiveBatch, LossSettings, cam_infonce_sharded
 
 State = dict[str, Any]
-BATCH_FIELDS = (
-    "query_ids", "query_mask", "positive_ids", "positive_mask", "negative_ids", "negative_mask",
-    "negative_valid", "label", "negative_label", "query_hash", "positive_hash", "negative_hash",
-)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,37 +94,42 @@ def init_state(params: Any, spec: StepSpec, mesh: Mesh, *, seed: int, min_elemen
     return state, shardings
 
 
-def batch_shardings(mesh: Mesh) -> dict[str, NamedSharding]:
-    return {name: sharding.batch_sharding(mesh) for name in BATCH_FIELDS}
+def batch_shardings(mesh: Mesh) -> TrainBatch:
+    return TrainBatch.filled(sharding.batch_sharding(mesh))
 
 
-def _contrastive_batch(embs: dict[str, jax.Array], batch: dict[str, jax.Array]) -> ContrastiveBatch:
-    b, h = batch["negative_valid"].shape
-    negatives = embs.get("negatives", jnp.zeros((b * h, embs["query"].shape[-1]), jnp.float32))
+def contrastive_batch(embs: dict[str, Float[Array, "n d"]], batch: TrainBatch) -> ContrastiveBatch:
+    """The loss's view of a batch: tower embeddings (`query`, `positive` `[b, d]`, `negatives`
+    `[b * g, d]`) with the batch's CAM metadata."""
+    b, g = batch.negative_valid.shape
+    d = embs["query"].shape[-1]
+    negatives = embs.get("negatives", jnp.zeros((b * g, d), jnp.float32))
     return ContrastiveBatch(
         query=embs["query"],
         positive=embs["positive"],
-        negatives=negatives.reshape(b, h, embs["query"].shape[-1]),
-        negative_mask=batch["negative_valid"],
-        label=batch["label"],
-        negative_label=batch["negative_label"],
-        query_hash=batch["query_hash"],
-        positive_hash=batch["positive_hash"],
-        negative_hash=batch["negative_hash"],
+        negatives=negatives.reshape(b, g, d),
+        negative_valid=batch.negative_valid,
+        label=batch.label,
+        negative_label=batch.negative_label,
+        query_hash=batch.query_hash,
+        positive_hash=batch.positive_hash,
+        negative_hash=batch.negative_hash,
     )
 
 
-def _towers(batch):
+def _towers(batch: TrainBatch):
     towers = {
-        "query": (batch["query_ids"], batch["query_mask"]),
-        "positive": (batch["positive_ids"], batch["positive_mask"]),
+        "query": (batch.query_ids, batch.query_attention_mask),
+        "positive": (batch.positive_ids, batch.positive_attention_mask),
     }
-    if batch["negative_ids"].shape[0]:
-        towers["negatives"] = (batch["negative_ids"], batch["negative_mask"])
+    if batch.num_negatives:
+        # [b, g, ld] -> [b * g, ld]: example-major, so each device's rows stay on it.
+        flat = lambda x: x.reshape(-1, x.shape[-1])
+        towers["negatives"] = (flat(batch.negative_ids), flat(batch.negative_attention_mask))
     return towers
 
 
-def loss_and_grads(spec: StepSpec, mesh: Mesh, trainable, frozen, batch, key):
+def loss_and_grads(spec: StepSpec, mesh: Mesh, trainable, frozen, batch: TrainBatch, key):
     """`((loss, metrics), grads)` for the trainable params, by GradCache when configured."""
     shards = mesh.devices.size
 
@@ -129,7 +138,7 @@ def loss_and_grads(spec: StepSpec, mesh: Mesh, trainable, frozen, batch, key):
         return embedding.embed(spec.model, params, ids, mask, pooling=spec.pooling, dropout_key=k)
 
     def loss_fn(embs):
-        cb = _contrastive_batch(embs, batch)
+        cb = contrastive_batch(embs, batch)
         return cam_infonce_sharded(cb, spec.loss, mesh, block=spec.loss_block)
 
     towers = _towers(batch)
@@ -149,7 +158,7 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def train_step(spec: StepSpec, mesh: Mesh, state: State, batch: dict) -> tuple[State, dict]:
+def train_step(spec: StepSpec, mesh: Mesh, state: State, batch: TrainBatch) -> tuple[State, dict]:
     optimizer = optim.make_optimizer(spec.optim, spec.total_steps)
     trainable, frozen = optim.split_trainable(spec.optim, state["params"])
     rng = jax.random.wrap_key_data(state["rng"])
@@ -203,3 +212,60 @@ def spec_for(cfg: TrainConfig, model: ModelConfig, pooling: str, task: str) -> S
         loss_block=tuple(cfg.loss_block),
         dropout=cfg.dropout,
     )
+
+
+def _shapes(batch: TrainBatch) -> tuple:
+    return tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(batch))
+
+
+@dataclasses.dataclass
+class TrainSetup:
+    """A train state on its mesh and its steps, compiled ahead of time once per (spec, batch
+    shapes): tasks with equal loss settings share one program."""
+
+    mesh: Mesh
+    specs: dict[str, StepSpec]  # per task
+    state: State
+    shardings: State
+    compiled: dict[tuple, Any] = dataclasses.field(default_factory=dict)
+
+    def compile(self, spec: StepSpec, batch: TrainBatch) -> Any:
+        """The compiled step of `spec` for `batch`'s shapes (arrays or ShapeDtypeStructs).
+
+        Across processes every process compiles before any steps: one still compiling would
+        leave the others waiting in their first collective past the CPU collectives' (gloo)
+        connection timeout."""
+        key = (spec, _shapes(batch))
+        if key not in self.compiled:
+            step = make_train_step(spec, self.mesh, self.shardings)
+            self.compiled[key] = step.lower(self.state, batch).compile()
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices("compass_jax: train step compiled")
+        return self.compiled[key]
+
+    def run(self, spec: StepSpec, batch: TrainBatch) -> dict[str, jax.Array]:
+        """One step of `spec` (the state's buffers are donated and replaced); its metrics."""
+        self.state, metrics = self.compile(spec, batch)(self.state, batch)
+        return metrics
+
+    def step(self, task: str, batch: TrainBatch) -> dict[str, jax.Array]:
+        return self.run(self.specs[task], batch)
+
+
+def setup(
+    cfg: TrainConfig,
+    model: ModelConfig,
+    params: Any,
+    *,
+    pooling: str,
+    tasks: Sequence[str] = ("default",),
+    mesh: Mesh | None = None,
+) -> TrainSetup:
+    """The state of `cfg` from host `params` (placed by the sharding rules, optimizer state
+    created in its sharded layout) on `mesh` (default: `cfg.mesh`), with one step spec per task."""
+    mesh = mesh or sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+    specs = {task: spec_for(cfg, model, pooling, task) for task in tasks}
+    state, shardings = init_state(
+        params, specs[tasks[0]], mesh, seed=cfg.seed, min_elements=cfg.mesh.min_sharded_elements
+    )
+    return TrainSetup(mesh, specs, state, shardings)

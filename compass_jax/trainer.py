@@ -11,14 +11,14 @@ import logging
 import time
 
 import jax
-import numpy as np
-from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from compass_jax import checkpoint, sharding, train
+from compass_jax.configio import to_json
+from compass_jax.data.batch import TrainBatch
 from compass_jax.data.mixture import open_reader
 from compass_jax.data.pairs import tokenize_batch
-from compass_jax.experiment import TrainConfig, to_json
+from compass_jax.experiment import TrainConfig
 from compass_jax.interop.st_package import read_settings
 from compass_jax.interop.tokenizer import load_tokenizer
 from compass_jax.metrics_log import MetricsLog
@@ -27,25 +27,15 @@ from compass_jax.resolve import load_model
 log = logging.getLogger(__name__)
 
 
-def _global_batch(local: dict[str, np.ndarray], mesh, processes: int) -> dict[str, jax.Array]:
-    """Each process contributes its rows; the result is one array sharded over the mesh."""
+def _global_batch(local: TrainBatch, mesh, processes: int) -> TrainBatch:
+    """Each process contributes its rows; each field becomes one array sharded over the mesh."""
     batch_sharding = sharding.batch_sharding(mesh)
-    return {
-        name: jax.make_array_from_process_local_data(
+    return jax.tree.map(
+        lambda value: jax.make_array_from_process_local_data(
             batch_sharding, value, (value.shape[0] * processes, *value.shape[1:])
-        )
-        for name, value in local.items()
-    }
-
-
-def _compile(step, state, batch):
-    """Compile ahead of the first call and, across processes, start together: a process still
-    compiling would otherwise leave the others waiting in their first collective past the CPU
-    collectives' (gloo) connection timeout."""
-    compiled = step.lower(state, batch).compile()
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("compass_jax: train step compiled")
-    return compiled
+        ),
+        local,
+    )
 
 
 def _scalars(metrics: dict) -> dict[str, float]:
@@ -58,7 +48,6 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
     model_cfg, params, model_dir = load_model(cfg.model)
     tokenizer = load_tokenizer(model_dir)
     settings = read_settings(model_dir, model_cfg.arch, default_max_length=512)
-    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
     processes, index = jax.process_count(), jax.process_index()
     reader = open_reader(
         cfg.data.path,
@@ -68,25 +57,23 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
         process_index=index,
         process_count=processes,
     )
-    specs = {task: train.spec_for(cfg, model_cfg, settings.pooling, task) for task in reader.tasks}
-    first = specs[reader.tasks[0]]
-    state, shardings = train.init_state(
-        params, first, mesh, seed=cfg.seed, min_elements=cfg.mesh.min_sharded_elements
-    )
+    training = train.setup(cfg, model_cfg, params, pooling=settings.pooling, tasks=reader.tasks)
     del params
-    steps = {}  # spec -> compiled step: tasks with the same loss settings share one program
 
     ckpt = checkpoint.Checkpointer(workdir, keep=cfg.keep_checkpoints)
     start = ckpt.latest_step() or 0
     if start:
         abstract = jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            training.state,
+            training.shardings,
         )
-        state, data_state = ckpt.restore(start, abstract)
+        training.state, data_state = ckpt.restore(start, abstract)
         reader.restore(data_state)
         log.info("resumed %s at step %d", workdir, start)
     if index == 0:
-        checkpoint.write_run_info(workdir, to_json(cfg), str(model_dir), first.model)
+        model = training.specs[reader.tasks[0]].model
+        checkpoint.write_run_info(workdir, to_json(cfg), str(model_dir), model)
     metrics_log = MetricsLog(workdir, resume_step=start, enabled=index == 0)
 
     history = []
@@ -104,11 +91,7 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
             document_length=cfg.data.document_length,
             num_negatives=cfg.data.num_negatives,
         )
-        batch = _global_batch(local, mesh, processes)
-        spec = specs[task]
-        if spec not in steps:
-            steps[spec] = _compile(train.make_train_step(spec, mesh, shardings), state, batch)
-        state, metrics = steps[spec](state, batch)
+        metrics = training.step(task, _global_batch(local, training.mesh, processes))
         examples += cfg.batch_size
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
@@ -123,7 +106,7 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
             )
             tic, examples = time.perf_counter(), 0
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            ckpt.save(done, state, reader.state())
+            ckpt.save(done, training.state, reader.state())
         bar.update(1)
     bar.close()
     ckpt.close()

@@ -1,6 +1,7 @@
 """Export a build's split as the JSONL training records the trainer reads today:
-`{query, positive, negatives, label, task, lang}`, one per line, tasks in name order and each
-task in dataset order (so `PairReader` over the file sees the records `MixtureReader` sees)."""
+`{query, positive, negatives, negative_labels, label, task, lang}`, one per line, tasks in name
+order and each task in dataset order (so `PairReader` over the file sees the records
+`MixtureReader` sees)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from compass_jax import jsonio
 from compass_jax.atomic import atomic_path
-from pipelines.config import BuildConfig, to_dict
+from compass_jax.configio import to_json
+from pipelines.config import BuildConfig
 
 
 def dump_npz(path: str, **arrays) -> None:
@@ -71,7 +72,7 @@ class Workspace:
     def claim(self) -> None:
         """Record the config; refuse to mix two different builds in one directory. Remove
         what a killed writer left (temporary files are never part of a result)."""
-        config = to_dict(self.cfg)
+        config = to_json(self.cfg)
         digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
         info = self.path("build.json")
         if os.path.exists(info):

@@ -4,6 +4,7 @@ and the same batches as PairReader over the same records; length-bucketed tokeni
 import json
 import pathlib
 
+import jax
 import numpy as np
 import pytest
 
@@ -111,11 +112,11 @@ def test_length_bucketing(tokenizer):
         num_negatives=1,
     )
     out = tokenize_bucketed(short, tokenizer, **kw)
-    assert out["query_ids"].shape == (4, 16) and out["positive_ids"].shape == (4, 16)
+    assert out.query_ids.shape == (4, 16) and out.positive_ids.shape == (4, 16)
     ref = tokenize_batch(short, tokenizer, **{**kw, "query_length": 16, "document_length": 16})
-    assert all(np.array_equal(out[k], ref[k]) for k in ref)
+    assert all(map(np.array_equal, jax.tree.leaves(out), jax.tree.leaves(ref)))
     # Each process pads to the bucket of the global batch's longest text.
     out = tokenize_bucketed(short, tokenizer, **kw, global_records=short + longer)
-    assert out["query_ids"].shape == (4, 64)
+    assert out.query_ids.shape == (4, 64)
     capped = tokenize_bucketed(longer, tokenizer, **{**kw, "query_length": 24})
-    assert capped["query_ids"].shape == (4, 24)  # never beyond the configured maximum
+    assert capped.query_ids.shape == (4, 24)  # never beyond the configured maximum

@@ -124,6 +124,10 @@ def test_input_errors_name_file_and_line(tmp_path):
     broken.write_text('{"text": "fine"}\n{"text": \n')
     with pytest.raises(InputError, match=r"d\.jsonl:2: invalid JSON"):
         read_texts(broken)
+    nan = tmp_path / "n.jsonl"
+    nan.write_text('{"text": "fine"}\n{"text": "x", "score": NaN}\n')
+    with pytest.raises(InputError, match=r"n\.jsonl:2: NaN is not valid JSON"):
+        read_texts(nan)
     other = tmp_path / "e.csv"
     other.write_text("a,b\n")
     with pytest.raises(InputError, match=r"e\.csv: input must be \.txt"):

@@ -22,6 +22,7 @@ from compass_jax.interop import ExportError, fp8, load_hf, save_hf
 from compass_jax.interop import safetensors_io as st
 from compass_jax.interop.fp8 import simulate_w8a8
 from compass_jax.resolve import load_model
+from compass_jax.workflows.export import export_params
 
 ct = pytest.importorskip("compressed_tensors")
 from compressed_tensors.quantization import (  # noqa: E402
@@ -51,8 +52,9 @@ def exports(tmp_path_factory):
         src = tiny_model_dir(arch, root / arch, seed=11)
         cfg, params = load_hf(src)
         extra = {"eval_fn": distance} if arch == "qwen3" else {}
-        out[arch] = (cfg, params, save_hf(cfg, params, root / f"{arch}-fp8", tokenizer_from=src,
-                                          fp8=True, min_cosine=None, **extra))  # fmt: skip
+        out[arch] = (cfg, params, export_params(cfg, params, root / f"{arch}-fp8",
+                                                tokenizer_from=src, fp8=True, min_cosine=None,
+                                                **extra))  # fmt: skip
     return out
 
 
@@ -230,9 +232,12 @@ def test_quality_gate_failure_leaves_nothing(exports, tmp_path, capsys):
     src = tmp_path / "src"
     tiny_model_dir("bert", src, seed=11)
     with pytest.raises(ExportError, match="bfloat16"):
+        export_params(cfg, params, tmp_path / "f32", tokenizer_from=src, fp8=True, dtype="float32")
+    with pytest.raises(ExportError, match="bfloat16"):
         save_hf(cfg, params, tmp_path / "f32", tokenizer_from=src, fp8=True, dtype="float32")
     with pytest.raises(QualityError, match=r"en: 0\.99"):
-        save_hf(cfg, params, tmp_path / "gated", tokenizer_from=src, fp8=True, min_cosine=0.99999)
+        export_params(cfg, params, tmp_path / "gated", tokenizer_from=src, fp8=True,
+                      min_cosine=0.99999)  # fmt: skip
     assert not (tmp_path / "gated").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
     args = ["export", "--model", str(src), "--out", str(tmp_path / "cli"), "--fp8"]
@@ -242,6 +247,22 @@ def test_quality_gate_failure_leaves_nothing(exports, tmp_path, capsys):
     report = json.loads((tmp_path / "cli" / "fp8_report.json").read_text())
     assert report["min_cosine"] is None
     assert 0.99 < report["cosine"]["all"]["mean"] < 0.99999  # why the gate above failed
+
+
+def test_save_hf_writes_the_report_it_is_given(exports, tmp_path):
+    cfg, params, out = exports["bert"]
+    report = json.loads((out / "fp8_report.json").read_text())
+    src = tmp_path / "src"
+    tiny_model_dir("bert", src, seed=11)
+    given = save_hf(cfg, params, tmp_path / "given", tokenizer_from=src, fp8=True,
+                    fp8_report=report)  # fmt: skip
+    assert json.loads((given / "fp8_report.json").read_text()) == report
+    assert "FP8 quality" in (given / "README.md").read_text()
+    bare = save_hf(cfg, params, tmp_path / "bare", tokenizer_from=src, fp8=True)
+    assert not (bare / "fp8_report.json").exists()
+    assert (bare / "model.safetensors").read_bytes() == (given / "model.safetensors").read_bytes()
+    with pytest.raises(ExportError, match="without fp8"):
+        save_hf(cfg, params, tmp_path / "x", tokenizer_from=src, fp8_report=report)
 
 
 def test_report_has_eval_deltas_and_weight_errors(exports):
@@ -268,7 +289,7 @@ def test_default_model_fp8(tmp_path):
     """The default multilingual model: FP8 agreement per language (JAX report and the
     PyTorch / compressed-tensors load of the written files), and the size of the block weights."""
     cfg, params, source = load_model("multilingual-e5-small")
-    out = save_hf(cfg, params, tmp_path / "e5-fp8", tokenizer_from=source, fp8=True)
+    out = export_params(cfg, params, tmp_path / "e5-fp8", tokenizer_from=source, fp8=True)
     report = json.loads((out / "fp8_report.json").read_text())
     per_lang = report["cosine"]["per_language"]
     print("\nJAX W8A8 vs bf16:", {k: round(v["mean"], 5) for k, v in per_lang.items()})

@@ -40,7 +40,7 @@ def _loss_fn(embs):
     b = embs["query"].shape[0]
     batch = ContrastiveBatch(
         query=embs["query"], positive=embs["positive"], negatives=jnp.zeros((b, 0, 24)),
-        negative_mask=jnp.zeros((b, 0), bool), label=jnp.arange(b) % 3 - 1,
+        negative_valid=jnp.zeros((b, 0), bool), label=jnp.arange(b) % 3 - 1,
         negative_label=jnp.zeros((b, 0), jnp.int32), query_hash=jnp.arange(b),
         positive_hash=jnp.arange(b) + 100, negative_hash=jnp.zeros((b, 0), jnp.int32),
     )  # fmt: skip

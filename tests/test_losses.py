@@ -18,23 +18,23 @@ from compass_jax.losses import (
 )
 
 
-def random_batch(b=16, h=2, d=8, seed=0, n_labels=3):
+def random_batch(b=16, g=2, d=8, seed=0, n_labels=3):
     rng = np.random.default_rng(seed)
     unit = lambda *s: (x := rng.normal(size=(*s, d))) / np.linalg.norm(x, axis=-1, keepdims=True)
     label = rng.integers(-1, n_labels, b)
     positive_hash = rng.integers(0, 2**31, b)
     positive_hash[3] = positive_hash[5]  # a duplicate positive text
-    negative_hash = rng.integers(0, 2**31, (b, h))
+    negative_hash = rng.integers(0, 2**31, (b, g))
     negative_hash[1, 0] = positive_hash[2]  # a hard negative equal to another's positive
-    negative_mask = rng.random((b, h)) > 0.3  # any number of negatives, including none
-    negative_mask[0] = False
+    negative_valid = rng.random((b, g)) > 0.3  # any number of negatives, including none
+    negative_valid[0] = False
     return ContrastiveBatch(
         query=jnp.asarray(unit(b), jnp.float32),
         positive=jnp.asarray(unit(b), jnp.float32),
-        negatives=jnp.asarray(unit(b, h), jnp.float32),
-        negative_mask=jnp.asarray(negative_mask),
+        negatives=jnp.asarray(unit(b, g), jnp.float32),
+        negative_valid=jnp.asarray(negative_valid),
         label=jnp.asarray(label, jnp.int32),
-        negative_label=jnp.asarray(rng.integers(-1, n_labels, (b, h)), jnp.int32),
+        negative_label=jnp.asarray(rng.integers(-1, n_labels, (b, g)), jnp.int32),
         query_hash=jnp.asarray(rng.integers(0, 2**31, b), jnp.int32),
         positive_hash=jnp.asarray(positive_hash, jnp.int32),
         negative_hash=jnp.asarray(negative_hash, jnp.int32),
@@ -89,9 +89,10 @@ def test_sharded_on_8_devices_equals_reference(name):
 def _hand_example():
     """4 examples, 1 hard negative slot each; candidates are [d0..d3, n0..n3].
 
-    labels: 0, 0, -1, 1 -> query 0 and 1 share a class: d1 is masked for q0, d0 for q1, and
-    their hard negatives carry labels (n1 has label 0: masked for q0; n0 has label 1: masked for
-    q3). Duplicate: n2 has the text of d3 -> masked for q3. Padded negative: n1 is absent.
+    labels: 0, 0, -1, 1 -> query 0 and 1 share a class: d1 is masked for q0, d0 for q1. Hard
+    negatives carry their own labels: n0 (example 0's, label 1) is masked for q3 (label 1); n3
+    (label 1) is q3's own hard negative and stays; n1 (label 0) sits in an empty slot.
+    Duplicate: n2 has the text of d3 -> masked for q3.
     """
     rng = np.random.default_rng(1)
     e = rng.normal(size=(12, 6))
@@ -100,9 +101,9 @@ def _hand_example():
         query=jnp.asarray(e[:4], jnp.float32),
         positive=jnp.asarray(e[4:8], jnp.float32),
         negatives=jnp.asarray(e[8:12, None], jnp.float32),
-        negative_mask=jnp.asarray([[True], [False], [True], [True]]),
+        negative_valid=jnp.asarray([[True], [False], [True], [True]]),
         label=jnp.asarray([0, 0, -1, 1], jnp.int32),
-        negative_label=jnp.asarray([[1], [0], [-1], [-1]], jnp.int32),
+        negative_label=jnp.asarray([[1], [0], [-1], [1]], jnp.int32),
         query_hash=jnp.asarray([100, 101, 102, 103], jnp.int32),
         positive_hash=jnp.asarray([200, 201, 202, 203], jnp.int32),
         negative_hash=jnp.asarray([[300], [301], [203], [303]], jnp.int32),
@@ -138,14 +139,14 @@ def test_cam_removes_exactly_the_hand_computed_entries():
 def test_same_class_pair_on_different_devices_is_masked():
     """Examples 0 and 7 share a label and sit on devices 0 and 7 of an 8-device mesh."""
     b = 8
-    batch = random_batch(b=b, h=1, seed=3)
+    batch = random_batch(b=b, g=1, seed=3)
     batch = dataclasses.replace(
         batch,
         label=jnp.asarray([5, -1, -1, -1, -1, -1, -1, 5], jnp.int32),
         negative_label=jnp.full((b, 1), -1, jnp.int32),
         positive_hash=jnp.arange(b, dtype=jnp.int32),
         negative_hash=jnp.arange(b, 2 * b, dtype=jnp.int32)[:, None],
-        negative_mask=jnp.ones((b, 1), bool),
+        negative_valid=jnp.ones((b, 1), bool),
     )
     mesh = sharding.make_mesh(8, 1)
     placed = jax.device_put(batch, sharding.batch_sharding(mesh))

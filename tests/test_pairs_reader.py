@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from compass_jax.data.mixture import PairReader
-from compass_jax.data.pairs import RecordError, read_records
+from compass_jax.data.pairs import PairRecord, RecordError, read_records
 
 
 def _write(path, records):
@@ -29,12 +29,38 @@ def _records(n=40):
         ({"query": "q", "positive": ""}, "field 'positive' must be a non-empty string"),
         ({"query": "q", "positive": "p", "label": "3"}, "field 'label' must be an integer"),
         ({"query": "q", "positive": "p", "negatives": "n"}, "field 'negatives' must be a list"),
+        ({"query": "q", "positive": "p", "negatives": ["n"], "negative_labels": [1, 2]},
+         "field 'negative_labels' has 2 entries for 1 negatives"),
+        ({"query": "q", "positive": "p", "negatives": ["n"], "negative_labels": [True]},
+         "field 'negative_labels' must be a list of integers >= -1"),
+        ({"query": "q", "positive": "p", "negatives": ["n"], "negative_labels": [-2]},
+         "field 'negative_labels' must be a list of integers >= -1"),
+        ({"query": "q", "positive": "p", "negatives": ["n"], "negative_labels": 3},
+         "field 'negative_labels' must be a list of integers >= -1"),
     ],
-)
+)  # fmt: skip
 def test_bad_records_name_file_and_line(tmp_path, bad, message):
     path = _write(tmp_path / "train.jsonl", [_records(1)[0], bad])
     with pytest.raises(RecordError, match=rf"train\.jsonl:2: {message}"):
         read_records(path)
+
+
+def test_negative_labels_are_read_and_default_to_unlabelled(tmp_path):
+    one = {"query": "q", "positive": "p", "negatives": ["n1"]}
+    rows = [{**one, "negatives": ["n1", "n2"], "negative_labels": [4, -1]}, one,
+            {**one, "negative_labels": None}]  # fmt: skip
+    labelled, absent, null = read_records(_write(tmp_path / "t.jsonl", rows))
+    assert labelled.negative_labels == (4, -1)
+    assert absent.negative_labels == null.negative_labels == (-1,)
+    assert PairRecord("q", "p", ("n1", "n2")).negative_labels == (-1, -1)
+    # The JSONL export reads back into an equal record.
+    again = read_records(_write(tmp_path / "again.jsonl", [labelled.to_json()]))
+    assert again == [labelled]
+    with pytest.raises(ValueError, match="1 negative_labels for 2 negatives"):
+        PairRecord("q", "p", ("n1", "n2"), negative_labels=(3,))
+    (tmp_path / "broken.jsonl").write_text('{"query": "q", "positive": "p"}\n{"query": NaN}\n')
+    with pytest.raises(ValueError, match=r"broken\.jsonl:2: NaN is not valid JSON"):
+        read_records(tmp_path / "broken.jsonl")
 
 
 def test_batches_are_task_homogeneous_deterministic_and_resumable(tmp_path):

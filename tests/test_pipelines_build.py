@@ -97,7 +97,7 @@ def test_output_is_tfds_with_held_out_groups(built):
     assert sum(bool(r.negatives) for s in trains for r in s) > 0.8 * sum(map(len, trains))
 
 
-def test_negatives_carry_the_class_of_their_product(built):
+def test_negatives_carry_the_class_of_their_product(built, tmp_path):
     """Each negative's label is its product's leaf class, found here from the catalog files and
     labels.json (not from the build's own records)."""
     leaves = json.loads((built / "labels.json").read_text())["levels"][-1]
@@ -118,6 +118,12 @@ def test_negatives_carry_the_class_of_their_product(built):
                 assert label in leaf_of[text], (text, label)
                 checked += 1
     assert checked > 500
+    exported = tmp_path / "qp.jsonl"  # the JSONL export carries the same labels
+    export_jsonl(built, exported, split="train", tasks=["query_product"])
+    raw = open_build(built, "train", ["query_product"])["query_product"]._source
+    assert [json.loads(line)["negative_labels"] for line in exported.open()] == [
+        list(map(int, raw[i]["negative_labels"])) for i in range(len(raw))
+    ]
 
 
 def test_beam_pipeline_is_byte_identical_to_the_local_build(built, tmp_path):
@@ -185,7 +191,7 @@ def test_readers_over_the_build_match_pair_reader_on_exported_jsonl(built, tmp_p
     counts = export_jsonl(built, jsonl, split="train")
     records = read_records(jsonl)
     assert len(records) == sum(counts.values())
-    assert {"query", "positive", "negatives", "label", "task", "lang"} == set(
+    assert {"query", "positive", "negatives", "negative_labels", "label", "task", "lang"} == set(
         json.loads(jsonl.read_text().splitlines()[0])
     )
     kwargs = dict(
@@ -250,7 +256,7 @@ def test_user_catalog_with_invalid_lines_rejected(tmp_path):
     assert (beam_out / "rejects" / "ingest" / "f00000.jsonl").read_text() == (
         out / "rejects" / "ingest" / "f00000.jsonl"
     ).read_text()
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="MiningConfig has no field 'teachr'"):
         load_config(cfg_path, ["mining.teachr=hashing"])
 
 

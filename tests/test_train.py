@@ -33,18 +33,17 @@ def _steps(cfg, mesh, n_steps):
     model_cfg, params, model_dir = load_model(cfg.model)
     tokenizer = load_tokenizer(model_dir)
     reader = PairReader(read_records(cfg.data.path), batch_size=cfg.batch_size, seed=0)
-    spec = train.spec_for(cfg, model_cfg, "mean", "default")
-    state, shardings = train.init_state(params, spec, mesh, seed=0, min_elements=0)
-    step = train.make_train_step(spec, mesh, shardings)
+    assert cfg.seed == 0 and cfg.mesh.min_sharded_elements == 0
+    training = train.setup(cfg, model_cfg, params, pooling="mean", mesh=mesh)
     losses = []
     for _ in range(n_steps):
         _, rows = reader.next_batch()
         local = tokenize_batch(rows, tokenizer, query_prefix="", document_prefix="",
                                query_length=12, document_length=12, num_negatives=1)  # fmt: skip
-        batch = {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in local.items()}
-        state, metrics = step(state, batch)
+        batch = jax.device_put(local, sharding.batch_sharding(mesh))
+        metrics = training.step("default", batch)
         losses.append(float(metrics["loss"]))
-    return state, losses
+    return training.state, losses
 
 
 def test_step_on_8_devices_equals_1_device(assets):

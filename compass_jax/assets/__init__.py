@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from importlib import resources
+
+from compass_jax import jsonio
 
 
 def _jsonl(name: str) -> list[dict]:
-    text = resources.files(__name__).joinpath(name).read_text("utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    with resources.as_file(resources.files(__name__).joinpath(name)) as path:
+        return jsonio.read_jsonl(path)
 
 
 def load_sample() -> list[dict]:

@@ -6,30 +6,13 @@ write the bundled multilingual catalog (`catalog`), or check catalog files (`val
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import pathlib
 import shlex
-import sys
 import time
 
+from compass_jax import jsonio
+
 HELP = "build TFDS training data from a product catalog (and export, validate, generate)"
-
-
-def _pipelines():
-    """Import the top-level `pipelines` package, from a source checkout if not installed."""
-    try:
-        import pipelines
-    except ImportError:
-        root = pathlib.Path(__file__).resolve().parents[2]
-        if not (root / "pipelines" / "__init__.py").is_file():
-            raise ImportError(
-                "the data pipelines ship in the repository's pipelines/ folder; run from a "
-                "source checkout (pip install -e '.[data]')"
-            ) from None
-        sys.path.insert(0, str(root))
-        import pipelines
-    return pipelines
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,18 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "default: pipelines/configs/default.json (the bundled catalog)",
     )
     b.add_argument("--out", required=True, help="build directory (outputs, caches, rejects)")
-    b.add_argument(
-        "--runner",
-        choices=("local", "beam"),
-        default="local",
-        help="local: in-process, resumable stage by stage; beam: the Apache Beam pipeline",
-    )
-    b.add_argument(
-        "--beam-options",
-        default="",
-        help='Beam pipeline options, e.g. --beam-options="--runner=FlinkRunner '
-        "--flink_master=host:8081\" (default: Beam's local DirectRunner)",
-    )
+    b.add_argument("--runner", choices=("local", "beam"), default="local",
+                   help="local: in process, resumable; beam: the Beam pipeline")  # fmt: skip
+    b.add_argument("--beam-options", default="", help='Beam pipeline options, e.g. '
+                   '--beam-options="--runner=FlinkRunner ..." (default: DirectRunner)')  # fmt: skip
     b.add_argument(
         "--set",
         action="append",
@@ -73,6 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--out", required=True, help="suite directory (suite.json + task JSONL)")
     s.add_argument("--split", default="test", help="held-out split to evaluate on")
     s.add_argument("--max-per-task", type=int, default=400, help="records per task (sampled)")
+    g = sub.add_parser("general-suite", help="the general-domain suite (package translations)")
+    g.add_argument("--out", required=True, help="suite directory (suite.json + task JSONL)")
+    g.add_argument("--pairs-per-language", type=int, default=1000, help="sampled pairs")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
     c = sub.add_parser("catalog", help="write the bundled multilingual catalog")
     c.add_argument("--out", required=True, help="directory for catalog-*.jsonl")
     c.add_argument("--size", type=int, default=20000, help="product groups")
@@ -83,9 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace):
-    _pipelines()
     commands = {"build": _build, "export-jsonl": _export, "suite": _suite, "catalog": _catalog,
-                "validate": _validate}  # fmt: skip
+                "validate": _validate, "general-suite": _general_suite}  # fmt: skip
     return commands[args.data_command](args)
 
 
@@ -95,14 +74,8 @@ def _build(args):
 
     cfg = load_config(args.config, args.set)
     tic = time.perf_counter()
-    ran = build.run(
-        cfg,
-        args.out,
-        runner=args.runner,
-        beam_options=shlex.split(args.beam_options),
-        progress=not args.quiet,
-        until=args.until,
-    )
+    ran = build.run(cfg, args.out, runner=args.runner, beam_options=shlex.split(args.beam_options),
+                    progress=not args.quiet, until=args.until)  # fmt: skip
     summary = {
         "out": os.path.abspath(args.out),
         "units_run": ran,
@@ -112,7 +85,7 @@ def _build(args):
     if os.path.exists(card):
         with open(card, encoding="utf-8") as f:
             print(f.read())
-    print(json.dumps(summary))
+    print(jsonio.dumps(summary))
     return summary
 
 
@@ -121,7 +94,7 @@ def _export(args):
 
     tasks = args.tasks.split(",") if args.tasks else None
     counts = export_jsonl(args.data, args.out, split=args.split, tasks=tasks)
-    print(json.dumps({"out": args.out, "split": args.split, "records": counts}))
+    print(jsonio.dumps({"out": args.out, "split": args.split, "records": counts}))
     return counts
 
 
@@ -129,9 +102,17 @@ def _suite(args):
     from pipelines.suite import write_suite
 
     path = write_suite(args.data, args.out, split=args.split, max_per_task=args.max_per_task)
-    with open(path, encoding="utf-8") as f:
-        tasks = [t["name"] for t in json.load(f)["tasks"]]
-    print(json.dumps({"suite": path, "tasks": tasks}))
+    tasks = [t["name"] for t in jsonio.read_json(path)["tasks"]]
+    print(jsonio.dumps({"suite": path, "tasks": tasks}))
+    return path
+
+
+def _general_suite(args):
+    from pipelines.general_suite import write_general_suite
+
+    path = write_general_suite(args.out, pairs_per_language=args.pairs_per_language,
+                               seed=args.seed, progress=not args.quiet)  # fmt: skip
+    print(jsonio.dumps({"suite": path}))
     return path
 
 
@@ -143,7 +124,7 @@ def _catalog(args):
     for i in range(args.files):
         path = os.path.join(args.out, f"catalog-{i:05d}-of-{args.files:05d}.jsonl")
         total += write_catalog_file(path, args.size, args.seed, args.files, i)
-    print(json.dumps({"out": args.out, "groups": args.size, "listings": total}))
+    print(jsonio.dumps({"out": args.out, "groups": args.size, "listings": total}))
     return total
 
 
@@ -153,5 +134,5 @@ def _validate(args):
     counts = {}
     for path in args.files:
         counts[path] = sum(1 for _ in read_catalog(path))
-    print(json.dumps({"valid": counts}))
+    print(jsonio.dumps({"valid": counts}))
     return counts

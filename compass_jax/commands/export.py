@@ -1,6 +1,7 @@
-"""`compass-jax export`: a model (HF directory, bundled name, or anything `load_model` resolves)
--> a Hugging Face + sentence-transformers directory in bf16 or fp32, optionally with FP8 block
-linears (compressed-tensors `float-quantized`, served by vLLM as is) and an FP8 quality report.
+"""`compass-jax export`: a model (HF directory, bundled name, hub id, training workdir or
+`workdir@step`) -> a Hugging Face + sentence-transformers directory in bf16 or fp32, optionally
+with FP8 block linears (compressed-tensors `float-quantized`, served by vLLM as is) and an FP8
+quality report (`compass_jax.workflows.export`).
 
 The directory is written under a temporary name and renamed into place, so a failed export
 (including a failed FP8 quality gate) leaves nothing at `--out`.
@@ -9,12 +10,13 @@ The directory is written under a temporary name and renamed into place, so a fai
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
-from compass_jax.interop.save import DTYPES, save_hf
-from compass_jax.resolve import DEFAULT_MODEL, load_model
+from compass_jax import jsonio
+from compass_jax.interop.export_plan import DTYPES
+from compass_jax.resolve import DEFAULT_MODEL
+from compass_jax.workflows.export import export_model
 
 HELP = "export a model as a HF + sentence-transformers directory (bf16 | fp32 | FP8 for vLLM)"
 
@@ -27,7 +29,7 @@ def _dims(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help="HF directory or model name")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="HF dir, name, workdir or workdir@step")
     p.add_argument("--out", required=True, help="output directory (must not exist)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="weight dtype")
     p.add_argument("--fp8", action="store_true", help="FP8 block linears (compressed-tensors)")
@@ -46,19 +48,15 @@ def run(args: argparse.Namespace) -> dict:
 
         records = load_calibration(args.calibration)
     start = time.perf_counter()
-    cfg, params, source = load_model(args.model)
-    out = save_hf(
-        cfg,
-        params,
+    out = export_model(
+        args.model,
         args.out,
-        tokenizer_from=source,
         dtype=args.dtype,
         fp8=args.fp8,
         max_shard_size=args.max_shard_size,
         matryoshka_dims=args.matryoshka_dims,
         min_cosine=None if args.no_quality_gate else args.min_cosine,
         calibration=records,
-        model_name=str(args.model),
         overwrite=args.overwrite,
     )
     summary = {
@@ -70,10 +68,9 @@ def run(args: argparse.Namespace) -> dict:
         "seconds": round(time.perf_counter() - start, 2),
     }
     if args.fp8:
-        with open(os.path.join(out, "fp8_report.json"), encoding="utf-8") as f:
-            cosine = json.load(f)["cosine"]
+        cosine = jsonio.read_json(os.path.join(out, "fp8_report.json"))["cosine"]
         summary["fp8_mean_cosine"] = {
             lang: round(s["mean"], 5) for lang, s in cosine["per_language"].items()
         }
-    print(json.dumps(summary))
+    print(jsonio.dumps(summary))
     return summary

@@ -8,8 +8,8 @@ import os
 
 import jax
 
-from compass_jax import trainer
-from compass_jax.experiment import load_config, with_overrides
+from compass_jax import configio, trainer
+from compass_jax.experiment import TrainConfig
 
 HELP = "train with CAM-InfoNCE (GradCache, sharded); resumes from the workdir's last checkpoint"
 
@@ -42,7 +42,7 @@ def _init_distributed(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> list[dict]:
     _init_distributed(args)
-    cfg = with_overrides(load_config(args.config), args.set)
+    cfg = configio.load(args.config, TrainConfig, args.set)
     os.makedirs(args.workdir, exist_ok=True)
     history = trainer.run(cfg, args.workdir)
     if history and jax.process_index() == 0:

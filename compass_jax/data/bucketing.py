@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
+from compass_jax.data.batch import TrainBatch
 from compass_jax.data.pairs import PairRecord, tokenize_batch
 
 
@@ -49,7 +48,7 @@ def tokenize_bucketed(
     global_records: Sequence[PairRecord] | None = None,
     query_buckets: Sequence[int] | None = None,
     document_buckets: Sequence[int] | None = None,
-) -> dict[str, np.ndarray]:
+) -> TrainBatch:
     """`tokenize_batch` with query/document lengths cut down to the batch's bucket."""
     scope = list(global_records) if global_records is not None else list(records)
     queries = [query_prefix + r.query for r in scope]

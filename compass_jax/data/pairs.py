@@ -1,18 +1,21 @@
-"""Contrastive training records from JSONL, served as deterministic task-homogeneous batches.
+"""Contrastive training records from JSONL, and their tokenisation into a `TrainBatch`.
 
-Record: `{"query", "positive", "negatives": [...], "label": int | -1, "task", "lang"}`.
+Record: `{"query", "positive", "negatives": [...], "negative_labels": [...], "label": int | -1,
+"task", "lang"}`. `negative_labels` gives each hard negative's class id (-1 unlabelled; absent:
+all unlabelled), so CAM can also drop another example's hard negative of the anchor's class.
 Batches come from `compass_jax.data.mixture` (`PairReader` over these records).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
+from compass_jax import jsonio
+from compass_jax.data.batch import TrainBatch
 from compass_jax.data.text_hash import text_hash
 
 
@@ -28,51 +31,62 @@ class PairRecord:
     label: int = -1
     task: str = "default"
     lang: str = ""
+    # One class id per negative; () stands for all -1 and is filled in.
+    negative_labels: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not self.negative_labels:
+            object.__setattr__(self, "negative_labels", (-1,) * len(self.negatives))
+        elif len(self.negative_labels) != len(self.negatives):
+            raise ValueError(
+                f"{len(self.negative_labels)} negative_labels for {len(self.negatives)} negatives"
+            )
 
     def to_json(self) -> dict:
         """The JSONL record `read_records` reads back into an equal PairRecord."""
         return {"query": self.query, "positive": self.positive,
-                "negatives": list(self.negatives), "label": self.label, "task": self.task,
-                "lang": self.lang}  # fmt: skip
+                "negatives": list(self.negatives), "negative_labels": list(self.negative_labels),
+                "label": self.label, "task": self.task, "lang": self.lang}  # fmt: skip
 
 
-def _record(path: str, number: int, line: str) -> PairRecord:
-    where = f"{path}:{number}"
-    try:
-        raw = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise RecordError(f"{where}: invalid JSON ({e.msg})") from None
-    if not isinstance(raw, dict):
-        raise RecordError(f"{where}: expected a JSON object")
+def _is_label(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= -1
+
+
+def _record(where: str, raw: dict) -> PairRecord:
     for field in ("query", "positive"):
         if not isinstance(raw.get(field), str) or not raw[field].strip():
             raise RecordError(f"{where}: field {field!r} must be a non-empty string")
     negatives = raw.get("negatives") or []
     if not isinstance(negatives, list) or not all(isinstance(n, str) and n for n in negatives):
         raise RecordError(f"{where}: field 'negatives' must be a list of non-empty strings")
+    labels = raw.get("negative_labels")
+    labels = [-1] * len(negatives) if labels is None else labels
+    if not isinstance(labels, list) or not all(_is_label(x) for x in labels):
+        raise RecordError(f"{where}: field 'negative_labels' must be a list of integers >= -1")
+    if len(labels) != len(negatives):
+        raise RecordError(
+            f"{where}: field 'negative_labels' has {len(labels)} entries for "
+            f"{len(negatives)} negatives"
+        )
     label = raw.get("label", -1)
     label = -1 if label is None else label
-    if not isinstance(label, int) or isinstance(label, bool) or label < -1:
+    if not _is_label(label):
         raise RecordError(
             f"{where}: field 'label' must be an integer >= -1 (or null), got {label!r}"
         )
     task = raw.get("task", "default")
     if not isinstance(task, str) or not task:
         raise RecordError(f"{where}: field 'task' must be a non-empty string")
-    return PairRecord(
-        raw["query"], raw["positive"], tuple(negatives), label, task, str(raw.get("lang", ""))
-    )
+    return PairRecord(raw["query"], raw["positive"], tuple(negatives), label, task,
+                      str(raw.get("lang", "")), tuple(labels))  # fmt: skip
 
 
 def read_records(path: str | os.PathLike) -> list[PairRecord]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such training data file")
-    records = []
-    with open(path, encoding="utf-8", errors="strict") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                records.append(_record(path, number, line))
+    records = [_record(f"{path}:{n}", raw) for n, raw in jsonio.iter_jsonl(path)]
     if not records:
         raise RecordError(f"{path}: no records")
     return records
@@ -87,9 +101,10 @@ def tokenize_batch(
     query_length: int,
     document_length: int,
     num_negatives: int,
-) -> dict[str, np.ndarray]:
-    """Fixed-shape arrays for one (local) batch; missing negatives are padded and flagged."""
-    b, h = len(records), num_negatives
+) -> TrainBatch:
+    """Fixed-shape arrays for one (local) batch; `num_negatives` slots per example, the ones a
+    record leaves empty padded and flagged in `negative_valid`."""
+    b, g = len(records), num_negatives
 
     def encode(texts, length):
         enc = tokenizer(
@@ -97,29 +112,34 @@ def tokenize_batch(
         )
         return enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
 
-    negatives = [(r.negatives + ("",) * h)[:h] for r in records]
-    valid = np.array([[bool(n) for n in row] for row in negatives], bool).reshape(b, h)
-    flat_negs = [document_prefix + n if n else "" for row in negatives for n in row]
+    def slots(values: tuple, fill) -> tuple:
+        return (values + (fill,) * g)[:g]
+
+    negatives = [slots(r.negatives, "") for r in records]
+    labels = [slots(r.negative_labels, -1) for r in records]
+    valid = np.array([[bool(n) for n in row] for row in negatives], bool).reshape(b, g)
     q_ids, q_mask = encode([query_prefix + r.query for r in records], query_length)
     p_ids, p_mask = encode([document_prefix + r.positive for r in records], document_length)
-    out = {
-        "query_ids": q_ids,
-        "query_mask": q_mask,
-        "positive_ids": p_ids,
-        "positive_mask": p_mask,
-        "label": np.array([r.label for r in records], np.int32),
-        "query_hash": np.array([text_hash(r.query) for r in records], np.int32),
-        "positive_hash": np.array([text_hash(r.positive) for r in records], np.int32),
-        "negative_valid": valid,
-        "negative_label": np.full((b, h), -1, np.int32),
-        "negative_hash": np.array(
-            [[text_hash(n) for n in row] for row in negatives], np.int32
-        ).reshape(b, h),
-    }
-    if h:
-        n_ids, n_mask = encode(flat_negs, document_length)
-        out["negative_ids"], out["negative_mask"] = n_ids, n_mask * valid.reshape(-1, 1)
+    if g:
+        flat = [document_prefix + n if n else "" for row in negatives for n in row]
+        n_ids, n_mask = encode(flat, document_length)
+        n_ids = n_ids.reshape(b, g, document_length)
+        n_mask = n_mask.reshape(b, g, document_length) * valid[..., None]
     else:
-        out["negative_ids"] = np.zeros((0, document_length), np.int32)
-        out["negative_mask"] = np.zeros((0, document_length), np.int32)
-    return out
+        n_ids = n_mask = np.zeros((b, 0, document_length), np.int32)
+    return TrainBatch(
+        query_ids=q_ids,
+        query_attention_mask=q_mask,
+        positive_ids=p_ids,
+        positive_attention_mask=p_mask,
+        negative_ids=n_ids,
+        negative_attention_mask=n_mask.astype(np.int32),
+        negative_valid=valid,
+        label=np.array([r.label for r in records], np.int32),
+        negative_label=np.array(labels, np.int32).reshape(b, g),
+        query_hash=np.array([text_hash(r.query) for r in records], np.int32),
+        positive_hash=np.array([text_hash(r.positive) for r in records], np.int32),
+        negative_hash=np.array(
+            [[text_hash(n) for n in row] for row in negatives], np.int32
+        ).reshape(b, g),
+    )

@@ -7,10 +7,10 @@ access; records are decoded only when a batch asks for them. A build directory's
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
+from compass_jax import jsonio
 from compass_jax.data.pairs import PairRecord
 
 
@@ -57,6 +57,8 @@ class TaskSource(Sequence):
 
     @staticmethod
     def _record(raw) -> PairRecord:
+        # Builds before hard negatives carried their class have no `negative_labels`: all -1.
+        labels = raw.get("negative_labels", ())
         return PairRecord(
             query=_text(raw["query"]),
             positive=_text(raw["positive"]),
@@ -64,6 +66,7 @@ class TaskSource(Sequence):
             label=int(raw["label"]),
             task=_text(raw["task"]),
             lang=_text(raw["lang"]),
+            negative_labels=tuple(int(x) for x in labels),
         )
 
 
@@ -71,8 +74,7 @@ def read_index(root: str | os.PathLike) -> dict:
     path = os.path.join(os.fspath(root), "datasets.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: not a compass-jax data build (no datasets.json)")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return jsonio.read_json(path)
 
 
 def open_build(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from compass_jax.encoder import Encoder
 from compass_jax.eval.runner import evaluate
 from compass_jax.eval.suite import Suite
+from compass_jax.resolve import resolve_model
 
 
 class SuiteScores:
@@ -31,9 +32,10 @@ class SuiteScores:
         self._results: dict[str, dict[str, dict]] = {}
 
     def results(self, model: str | os.PathLike) -> dict[str, dict]:
-        key = os.path.abspath(os.fspath(model)) if os.path.exists(model) else os.fspath(model)
+        # Keyed by the resolved directory: a workdir and its exported checkpoint are one model.
+        key = os.path.abspath(resolve_model(model))
         if key not in self._results:
-            encoder = Encoder.load(model, dtype=self.dtype)
+            encoder = Encoder.load(key, dtype=self.dtype)
             self._results[key] = {
                 name: evaluate(encoder, suite, cache_dir=self.cache_dir, progress=self.progress)
                 for name, suite in self.suites.items()

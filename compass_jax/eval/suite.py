@@ -18,10 +18,10 @@ Built-in suites are named instead of given as a file (`BUILTIN`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 
+from compass_jax import jsonio
 from compass_jax.assets import load_general, load_sample
 
 TASK_TYPES = ("retrieval", "classification", "clustering", "pair_classification", "sts", "bitext")
@@ -60,18 +60,14 @@ def read_jsonl(path: str, required: tuple[str, ...] = ()) -> list[dict]:
     if not os.path.isfile(path):
         raise SuiteError(f"{path}: no such data file")
     records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SuiteError(f"{path}:{number}: invalid JSON ({e.msg})") from None
+    try:
+        for number, record in jsonio.iter_jsonl(path):
             missing = [k for k in required if k not in record]
             if missing:
                 raise SuiteError(f"{path}:{number}: missing field(s) {missing}")
             records.append(record)
+    except jsonio.JSONFileError as e:
+        raise SuiteError(str(e)) from None
     if not records:
         raise SuiteError(f"{path}: no records")
     return records
@@ -79,10 +75,9 @@ def read_jsonl(path: str, required: tuple[str, ...] = ()) -> list[dict]:
 
 def load_suite_file(path: str) -> Suite:
     try:
-        with open(path, encoding="utf-8") as f:
-            spec = json.load(f)
-    except json.JSONDecodeError as e:
-        raise SuiteError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+        spec = jsonio.read_json(path)
+    except jsonio.JSONFileError as e:
+        raise SuiteError(str(e)) from None
     root = os.path.dirname(os.path.abspath(path))
     tasks = []
     for i, t in enumerate(spec.get("tasks") or []):

@@ -22,7 +22,6 @@ every FP8 matmul per token, as a transformation of the traced program (no model 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -35,7 +34,8 @@ import numpy as np
 from jax.extend import core as jex
 from jaxtyping import Array, Float
 
-from compass_jax import tree
+from compass_jax import jsonio, tree
+from compass_jax.config import ConfigError
 from compass_jax.interop.keymap import LINEAR, rules_for
 
 FP8_DTYPE = np.dtype(ml_dtypes.float8_e4m3fn)
@@ -166,11 +166,8 @@ def served_fp8(model_dir: str | os.PathLike, cfg, params: Any) -> frozenset[str]
     """The param paths an FP8 export serves as FP8 matmuls (None for any other model): the
     block linears, when `config.json` carries a `quantization_config` (checked on load)."""
     path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(path):
+    if not os.path.isfile(path) or "quantization_config" not in jsonio.read_json(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        if "quantization_config" not in json.load(f):
-            return None
     return frozenset(
         p
         for p in tree.flatten(params)
@@ -181,7 +178,10 @@ def served_fp8(model_dir: str | os.PathLike, cfg, params: Any) -> frozenset[str]
 def check_scheme(block: Any, source: str) -> None:
     """Refuse a `quantization_config` other than the FP8 scheme `quantization_config` writes
     (per-channel E4M3 weights, dynamic per-token E4M3 activations): loading another scheme's
-    weights as if they were this one would silently compute something else."""
+    weights as if they were this one would silently compute something else. None (an
+    unquantised model) passes."""
+    if block is None:
+        return
     expected = quantization_config("bert")["config_groups"]["group_0"]
     essential = ("num_bits", "type", "strategy", "dynamic", "symmetric", "group_size")
     problems = []
@@ -202,7 +202,7 @@ def check_scheme(block: Any, source: str) -> None:
                             f"expected {expected[part][k]!r}"
                         )
     if problems:
-        raise ValueError(
+        raise ConfigError(
             f"{source}: quantization_config: only compass-jax's FP8 scheme (per-channel E4M3 "
             f"weights, dynamic per-token E4M3 activations) loads: {'; '.join(problems)}"
         )

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from compass_jax import models, tree
+from compass_jax import jsonio, models, tree
 from compass_jax.config import ModelConfig, read_hf_config
-from compass_jax.interop.fp8 import FP8_DTYPE, SCALE_SUFFIX, dequantize_weight
+from compass_jax.interop.fp8 import FP8_DTYPE, SCALE_SUFFIX, check_scheme, dequantize_weight
 from compass_jax.interop.keymap import relayout, rules_for, strip_prefix
 from compass_jax.interop.safetensors_io import iter_tensors
 
@@ -103,5 +103,15 @@ def load_hf(model_dir: str | os.PathLike, **config_overrides: Any) -> tuple[Mode
     """
     if not os.path.isdir(model_dir):
         raise FileNotFoundError(f"{model_dir}: not a directory")
-    cfg = read_hf_config(model_dir, **config_overrides)
+    cfg = read_config(model_dir, **config_overrides)
     return cfg, load_params(model_dir, cfg)
+
+
+def read_config(model_dir: str | os.PathLike, **config_overrides: Any) -> ModelConfig:
+    """The `ModelConfig` of a HF directory whose weights this package can load: `config.json`
+    read by `read_hf_config`, and a `quantization_config` only if it is the FP8 scheme that
+    `save_hf` writes (another scheme's weights would load as something else)."""
+    cfg = read_hf_config(model_dir, **config_overrides)
+    path = os.path.join(model_dir, "config.json")
+    check_scheme(jsonio.read_json(path).get("quantization_config"), path)
+    return cfg

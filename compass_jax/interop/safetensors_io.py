@@ -18,6 +18,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from compass_jax import jsonio
 from compass_jax.atomic import atomic_path
 
 DTYPES: dict[str, np.dtype] = {
@@ -117,11 +118,9 @@ def checkpoint_files(model_dir: str | os.PathLike) -> list[str]:
     single = os.path.join(model_dir, "model.safetensors")
     index = single + ".index.json"
     if os.path.isfile(index):
-        try:
-            with open(index, encoding="utf-8") as f:
-                weight_map = json.load(f)["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise SafetensorsError(f"{index}: not a safetensors index ({e!r})") from None
+        weight_map = jsonio.read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise SafetensorsError(f"{index}: not a safetensors index (no 'weight_map' object)")
         shards = list(dict.fromkeys(weight_map.values()))
         missing = [s for s in shards if not os.path.isfile(os.path.join(model_dir, s))]
         if missing:

@@ -5,12 +5,12 @@ and prompts (`modules.json`, `1_Pooling/config.json`, `sentence_bert_config.json
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from compass_jax.config import ConfigError
+from compass_jax.jsonio import read_json, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,16 +52,8 @@ _UNSUPPORTED_POOLING = (
 )
 
 
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
-
-
 def _pooling_mode(path: str) -> str:
-    cfg = _read_json(path)
+    cfg = read_json(path)
     if "pooling_mode" in cfg:  # the compact form newer sentence-transformers may write
         compact = {"mean": "mean", "cls": "cls", "lasttoken": "last"}
         if cfg["pooling_mode"] not in compact:
@@ -86,7 +78,7 @@ def read_settings(model_dir: str | os.PathLike, arch: str, *, default_max_length
     pooling, normalize = _ARCH_POOLING[arch], True
     modules_path = os.path.join(model_dir, "modules.json")
     if os.path.isfile(modules_path):
-        modules = _read_json(modules_path)
+        modules = read_json(modules_path, expect=list)
         kinds = {m.get("type", "").rsplit(".", 1)[-1]: m for m in modules}
         unsupported = sorted(set(kinds) - {"Transformer", "Pooling", "Normalize"})
         if unsupported:
@@ -101,12 +93,12 @@ def read_settings(model_dir: str | os.PathLike, arch: str, *, default_max_length
     max_length = default_max_length
     bert_config = os.path.join(model_dir, "sentence_bert_config.json")
     if os.path.isfile(bert_config):
-        max_length = int(_read_json(bert_config).get("max_seq_length") or max_length)
+        max_length = int(read_json(bert_config).get("max_seq_length") or max_length)
     prompts: dict[str, str] = {}
     default_prompt = None
     st_config = os.path.join(model_dir, "config_sentence_transformers.json")
     if os.path.isfile(st_config):
-        data = _read_json(st_config)
+        data = read_json(st_config)
         prompts = dict(data.get("prompts") or {})
         default_prompt = data.get("default_prompt_name")
     return EmbedderSettings(pooling, normalize, max_length, prompts, default_prompt)
@@ -116,13 +108,6 @@ def read_settings(model_dir: str | os.PathLike, arch: str, *, default_max_length
 _POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
 _POOLING_MODES += ("weightedmean_tokens", "lasttoken")
 _MODE_OF = {"mean": "mean_tokens", "cls": "cls_token", "last": "lasttoken"}
-
-
-def _write_json(path: str, data: Any) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
 
 
 def write_settings(
@@ -167,7 +152,7 @@ def write_settings(
         },
     }
     for name, data in files.items():
-        _write_json(os.path.join(root, name), data)
+        write_json(os.path.join(root, name), data, indent=2)
     if settings.normalize:
         os.makedirs(os.path.join(root, "2_Normalize"), exist_ok=True)
     return [*files, *(["2_Normalize/"] if settings.normalize else [])]

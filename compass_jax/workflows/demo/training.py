@@ -1,0 +1,59 @@
+"""The demo's training runs: CAM contrastive training of the top layers and its ablation,
+which differs in the masks only."""
+
+from __future__ import annotations
+
+import os
+
+from compass_jax import jsonio
+from compass_jax.workflows.demo.sizes import Size
+
+
+def train_config(base: str, train_path: str, size: Size, *, cam: bool, seed: int = 0):
+    """The CAM run (`cam`) or its ablation on the demo's data: the top `size.trained_layers`
+    layers of `base` train on a data-parallel mesh of every device, GradCache in chunks."""
+    from compass_jax.config import read_hf_config
+    from compass_jax.experiment import DataConfig, MeshConfig, TrainConfig
+    from compass_jax.losses import LossSettings
+    from compass_jax.optim import OptimConfig
+
+    num_layers = read_hf_config(base).num_layers
+    frozen_layers = max(num_layers - size.trained_layers, 0)
+    frozen = (r"^embeddings\.",) + (
+        (rf"^layers\.({'|'.join(map(str, range(frozen_layers)))})\.",) if frozen_layers else ()
+    )
+    return TrainConfig(
+        model=base,
+        dtype="float32",
+        data=DataConfig(
+            path=train_path,
+            query_length=size.query_length,
+            document_length=size.document_length,
+            num_negatives=0,
+            task_weights=dict(size.task_weights),
+            seed=seed,
+        ),
+        # The ablation differs in the masks only.
+        losses={"default": LossSettings(temperature=0.02, class_mask=cam, duplicate_mask=cam)},
+        optim=OptimConfig(
+            learning_rate=size.learning_rate,
+            warmup_steps=max(size.steps // 10, 1),
+            frozen=frozen,
+        ),
+        mesh=MeshConfig(data=-1, fsdp=1),
+        batch_size=size.batch_size,
+        gradcache_chunk=size.chunk,
+        steps=size.steps,
+        seed=seed,
+        checkpoint_every=size.steps,
+        keep_checkpoints=1,
+    )
+
+
+def train(cfg, workdir: str) -> list[dict]:
+    """Train in `workdir` (resuming); the metrics history from the workdir's log, so a resumed
+    run reports the whole curve. The workdir itself is the trained model's name."""
+    from compass_jax import trainer
+
+    trainer.run(cfg, workdir)
+    return jsonio.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
