@@ -1,8 +1,9 @@
 """`compass-jax merge` against mergekit's own SLERP kernel (`mergekit.merge_methods.slerp.slerp`,
 the function mergekit's executor calls per tensor) on every tensor of two random tiny BERTs,
 pooler included, and on a sentence-transformers model with a `2_Dense` head (merged head, loads
-and encodes in sentence-transformers); FP8 inputs and non-finite numbers refused with one line;
-the output's `export_info.json` describes the merge.
+and encodes in sentence-transformers); module weights that cannot be merged copied and reported;
+FP8 inputs and non-finite numbers refused with one line; the output's `export_info.json`
+describes the merge.
 
 mergekit's full `run_merge` pipeline is not used: in mergekit 0.1.5 it fails on every BERT
 config (`plan_tensor` concatenates a list with the tuple of `embeddings.position_ids`'s aliases),
@@ -22,6 +23,7 @@ from transformers import AutoModel, AutoTokenizer
 from compass_jax import cli, jsonio
 from compass_jax.interop import fp8 as fp8_format
 from compass_jax.interop.safetensors_io import SafetensorsFile, save_file
+from compass_jax.workflows.merge import merge_checkpoints
 
 TEXTS = ["red shoe for men", "water bottle 1l", "phone case", "baby bag"]
 ALL_SPHERICAL = [[".*", "spherical"]]  # mergekit slerps 1-D tensors too; our default lerps them
@@ -118,6 +120,23 @@ def test_dense_head_is_merged_and_the_output_encodes_in_sentence_transformers(tm
     want = dense / np.linalg.norm(dense, axis=1, keepdims=True)
     assert emb.shape == (4, 16)
     np.testing.assert_allclose(emb, want, atol=2e-5)
+
+
+def test_module_weights_that_cannot_be_merged_are_copied_and_reported(berts, tmp_path):
+    a = _st_dir(tmp_path / "a", 0)
+    out = tmp_path / "merged"
+    summary = merge_checkpoints([a, berts[1]], out, t=0.4, progress=False)  # b has no modules
+    assert summary["merged"] == 55 and len(summary["copied"]) == 2
+    assert all(c["file"] == "2_Dense/model.safetensors" and c["why"] == f"not in {berts[1]}"
+               for c in summary["copied"])  # fmt: skip
+    dense = (a / "2_Dense" / "model.safetensors").read_bytes()
+    assert (out / "2_Dense" / "model.safetensors").read_bytes() == dense
+    # a module with a pickle only: copied as bytes (never unpickled), and said so
+    (a / "2_Dense" / "model.safetensors").unlink()
+    (a / "2_Dense" / "pytorch_model.bin").write_bytes(b"a pickle we never open")
+    summary = merge_checkpoints([a, berts[1]], tmp_path / "m2", t=0.4, progress=False)
+    assert summary["unmerged_weight_files"] == ["2_Dense/pytorch_model.bin"]
+    assert (tmp_path / "m2" / "2_Dense" / "pytorch_model.bin").is_file()
 
 
 # ------------------------------------------------------------------ refusals
