@@ -8,7 +8,11 @@ wall and CPU seconds (user + system, all threads) per round, output GB/s (GB = 1
 CPU seconds per output GB; the merge also reads twice its output (two inputs). The ratio
 merge / copy is given four ways: from the best rounds (the headline: the least disturbed run of
 each), as the median of per-round ratios, from the medians, and from CPU seconds per GB (least
-moved by other people's load, since waiting for a CPU costs no CPU time).
+moved by other people's load, since waiting for a CPU costs no CPU time), and from an
+idle-machine estimate: each contender's wall time on an idle machine with this many cores is at
+least its busiest thread's CPU time and at least its CPU time over the cores (the threads' CPU
+times are sampled from /proc every 5 ms); a pipeline whose threads never wait on each other
+reaches that bound, so the estimate is optimistic where they do.
 
 Contention accounting: the CPU time other processes used and the hypervisor stole during the
 rounds (`benchmarks/_machine.py`), the CPU pressure (Linux PSI: the share of the time some
@@ -28,6 +32,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 
 import _machine as m
@@ -94,19 +99,65 @@ def cpu_pressure_us() -> float | None:
         return None
 
 
-def timed(fn) -> tuple[float, float]:
-    """(wall s, this process's CPU s over all its threads) of `fn()`."""
-    with m.Timer() as timer:
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each live thread of this process, by thread id."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[tid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class ThreadCPU:
+    """Each thread's CPU seconds during a `with` block, sampled every 5 ms (threads that end
+    inside the block keep their last sample). The busiest thread's CPU time bounds the wall
+    time the block would take on an idle machine with enough cores, whatever the neighbours do."""
+
+    def __enter__(self) -> ThreadCPU:
+        self._start, self._last = _thread_cpu(), {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.005):
+            self._last.update(_thread_cpu())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._last.update(_thread_cpu())
+        used = {t: c - self._start.get(t, 0.0) for t, c in self._last.items()}
+        used.pop(str(self._thread.native_id), None)
+        self.busiest = max(used.values(), default=0.0)
+
+
+def timed(fn) -> tuple[float, float, float]:
+    """(wall s, this process's CPU s over all its threads, the busiest thread's CPU s)."""
+    with m.Timer() as timer, ThreadCPU() as threads:
         fn()
-    return timer.wall, timer.cpu
+    return timer.wall, timer.cpu, threads.busiest
 
 
-def contender(walls: list[float], cpus: list[float], size: int) -> dict:
+def contender(walls: list[float], cpus: list[float], busiest: list[float], size: int) -> dict:
+    """Timings of one contender; `idle_machine_estimate_s` is the wall time it would need
+    on an idle machine with `cores` CPUs: at least its busiest thread's CPU time, and at least
+    its CPU time spread over all cores (the medians of the rounds)."""
+    cores = len(os.sched_getaffinity(0))
+    estimate = max(statistics.median(busiest), statistics.median(cpus) / cores)
     return {
         **m.summarize(walls),
         "cpu_seconds": [round(c, 3) for c in cpus],
+        "busiest_thread_cpu_seconds": [round(c, 3) for c in busiest],
         "gb_per_s": round(size / min(walls) / 1e9, 3),
         "cpu_seconds_per_gb": round(statistics.median(cpus) / (size / 1e9), 3),
+        "idle_machine_estimate_s": round(estimate, 3),
+        "idle_machine_estimate_gb_per_s": round(size / estimate / 1e9, 3),
     }
 
 
@@ -141,12 +192,14 @@ def main() -> None:
 
         walls: dict[str, list[float]] = {"copy": [], "merge": []}
         cpus: dict[str, list[float]] = {"copy": [], "merge": []}
+        busiest: dict[str, list[float]] = {"copy": [], "merge": []}
         snapshot, pressure = m.cpu_snapshot(), cpu_pressure_us()
         for i in range(args.repeat):
             for name, fn in (("copy", copy), ("merge", merge))[:: 1 if i % 2 == 0 else -1]:
-                wall, cpu = timed(fn)
+                wall, cpu, busy = timed(fn)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
+                busiest[name].append(busy)
                 shutil.rmtree(merged, ignore_errors=True)  # deleting is not part of either
                 if os.path.exists(copied):
                     os.remove(copied)
@@ -159,8 +212,8 @@ def main() -> None:
         disturbed = contention["other_processes_cpu_share"] > 0.1 or (
             contention.get("cpu_pressure_share", 0.0) > 0.1
         )
-        copy_result = contender(walls["copy"], cpus["copy"], size)
-        merge_result = contender(walls["merge"], cpus["merge"], size)
+        copy_result = contender(walls["copy"], cpus["copy"], busiest["copy"], size)
+        merge_result = contender(walls["merge"], cpus["merge"], busiest["merge"], size)
         merge_result["input_gb_per_s"] = round(2 * merge_result["gb_per_s"], 3)
         merge_result["workers"] = workers
         median = statistics.median
@@ -170,6 +223,9 @@ def main() -> None:
             "medians": round(median(walls["copy"]) / median(walls["merge"]), 3),
             "cpu_seconds_per_gb": round(
                 copy_result["cpu_seconds_per_gb"] / merge_result["cpu_seconds_per_gb"], 3
+            ),
+            "idle_machine_estimate": round(
+                copy_result["idle_machine_estimate_s"] / merge_result["idle_machine_estimate_s"], 3
             ),
         }
         checkpoint = {"bytes": size, "layers": layers, "width": HIDDEN, "dtype": "float32",
