@@ -99,8 +99,10 @@ def test_dense_head_is_merged_and_the_output_encodes_in_sentence_transformers(tm
     _merge("--models", a, b, "--t", "0.4", "--out", out)
     wa, wb, got = (_tensors(d / "2_Dense" / "model.safetensors") for d in (a, b, out))
     # the weight matrix by mergekit's SLERP, the bias by the 1-D default (lerp)
-    np.testing.assert_allclose(got["linear.weight"], _mergekit(0.4, wa["linear.weight"],
-                               wb["linear.weight"]), rtol=0, atol=1e-6)  # fmt: skip
+    want = _mergekit(0.4, wa["linear.weight"], wb["linear.weight"])
+    diff = float(np.abs(got["linear.weight"] - want).max())
+    print(json.dumps({"dense_weight_max_abs_diff": diff}))
+    np.testing.assert_allclose(got["linear.weight"], want, rtol=0, atol=1e-6)
     lerp = 0.6 * wa["linear.bias"] + 0.4 * wb["linear.bias"]
     np.testing.assert_allclose(got["linear.bias"], lerp, rtol=0, atol=1e-6)
     rows = {(r["file"], r["key"]): r for r in jsonio.read_json(out / "merge_report.json")["report"]}
