@@ -13,6 +13,7 @@ from jax.sharding import PartitionSpec
 
 from compass_jax import merge, sharding, tree
 from compass_jax.merge import MergeError, RulesError, load_rules, stream
+from compass_jax.merge import leaf as leaf_steps
 
 # ------------------------------------------------------------------ oracles (numpy, from papers)
 
@@ -351,26 +352,79 @@ def test_jitted_and_sharded_inputs_give_the_eager_result():
 # ------------------------------------------------------------------ streaming, as the command does
 
 
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
 @pytest.mark.parametrize(
     "kind,op", [("pair", "spherical"), ("pair", "lerp"), ("pair", "keep_b"),
-                ("task", "spherical"), ("many", "spherical"), ("many", "lerp")],
+                ("task", "spherical"), ("task", "lerp"), ("many", "spherical"),
+                ("many", "lerp")],
 )  # fmt: skip
-def test_streamed_chunks_match_the_in_memory_merge(kind, op):
+def test_streamed_merge_is_the_in_memory_arithmetic(kind, op, dtype):
     rng = np.random.default_rng(7)
-    xs = [
-        rng.standard_normal((13, 11)).astype(np.float32) for _ in range(2 if kind == "pair" else 3)
-    ]
-    t, weights = (None, [0.5, 0.3, 0.2]) if kind == "many" else (0.3, None)
+    count = 2 if kind == "pair" else 3 if kind == "task" else 4
+    xs = [(rng.standard_normal((13, 11)) * 0.1).astype(dtype) for _ in range(count)]
+    t, weights = (None, [0.4, 0.3, 0.2, 0.1]) if kind == "many" else (0.3, None)
     leaf_op = merge.LeafOp(kind, op, "geodesic" if kind == "task" else "mergekit")
-    want, want_stats = merge.merge_leaf(leaf_op, [jnp.asarray(x) for x in xs], t, weights)
+    jxs = tuple(jnp.asarray(x) for x in xs)
+    want, want_stats = merge.merge_leaf(leaf_op, jxs, t, weights)
+    want = np.asarray(want)
     # chunks of 17 elements: 9 chunks, the last one short
+    prepared = stream.prepare(leaf_op, xs, t=t, weights=weights, chunk=17)
     parts = []
-    stats = stream.merge_streamed(leaf_op, xs, lambda c: parts.append(np.array(c)), np.float32,
-                                  t=t, weights=weights, chunk=17)  # fmt: skip
+    stats = stream.emit(prepared, stream.Sink(lambda c: parts.append(np.array(c))), dtype)
     assert len(parts) == 9 and parts[-1].size == 143 - 8 * 17
-    np.testing.assert_allclose(np.concatenate(parts).reshape(13, 11), want, rtol=1e-5, atol=1e-6)
+    got = np.concatenate(parts).reshape(13, 11)
+    assert got.dtype == want.dtype
+    # Given its coefficients, the streamed result is XLA's combine bit for bit (fused
+    # multiply-adds included).
+    same, _ = leaf_steps.combine(jxs, jnp.asarray(prepared.coeffs), t, leaf_op.ends)
+    assert got.tobytes() == np.asarray(same).tobytes()
+    # Coefficients come from the same jitted step; those that need no inner products (lerp,
+    # keep) are the in-memory ones, so is the whole result, bit for bit.
+    moments = leaf_steps.moments(kind, jxs)
+    in_memory, _ = leaf_steps.coefficients(leaf_op, moments, t, weights)
+    np.testing.assert_allclose(prepared.coeffs, in_memory, rtol=2e-6, atol=1e-7)
+    if op != "spherical":
+        assert got.tobytes() == want.tobytes()
+    else:  # inner products summed in another order: the coefficients' rounding, nothing else
+        x32 = [np.abs(x.astype(np.float32)) for x in xs]
+        shifts = np.abs(prepared.coeffs - np.asarray(in_memory))
+        moved = sum(float(d) * x for d, x in zip(shifts, x32, strict=True))
+        terms = sum(abs(float(c)) * x for c, x in zip(prepared.coeffs, x32, strict=True))
+        ulp = np.finfo(np.float32 if dtype == np.float32 else ml_dtypes.bfloat16).eps
+        error = np.abs(got.astype(np.float32) - want.astype(np.float32))
+        assert np.all(error <= moved + 2 * ulp * terms)
     for key in ("angle_deg", "norms_in", "norm_out"):
         np.testing.assert_allclose(stats[key], want_stats[key], rtol=1e-5, err_msg=key)
+
+
+def test_streamed_bfloat16_rounding_is_ml_dtypes():
+    rng = np.random.default_rng(9)
+    bits = np.concatenate([rng.integers(0, 2**32, 5000, dtype=np.uint64).astype(np.uint32),
+                           np.array([0x3F808000, 0x3F818000, 0x7F7FFFFF, 0x00000001, 0x807FFFFF,
+                                     0x3F80FFFF, 0xC0008000, 0x00008000], np.uint32)])  # fmt: skip
+    x = bits.view(np.float32)
+    x = x[np.isfinite(x) & (np.abs(x) < 3.38e38)]  # rounds to a finite bfloat16
+    got = np.concatenate(_collect(merge.LeafOp("pair", "keep_a"), [x, x], None, ml_dtypes.bfloat16))
+    assert got.tobytes() == x.astype(ml_dtypes.bfloat16).tobytes()
+
+
+def test_streamed_non_finite_inputs_and_results_are_refused():
+    a = np.ones(100, np.float32)
+    b = a.copy()
+    b[57] = np.inf
+    with pytest.raises(stream.NonFinite) as err:
+        stream.prepare(merge.LeafOp("pair", "lerp"), [a, b], t=0.5, chunk=16)
+    assert err.value.which == 1
+    huge = np.full(100, 3e38, np.float32)  # finite, but its squares overflow: accepted
+    prepared = stream.prepare(merge.LeafOp("pair", "lerp"), [huge, huge], t=0.5, chunk=16)
+    written = []
+    stream.emit(prepared, stream.Sink(written.append), np.float32)
+    assert len(written) == 7
+    prepared = stream.prepare(merge.LeafOp("pair", "lerp"), [huge, huge], t=2.0, chunk=16)
+    written.clear()
+    with pytest.raises(stream.NonFinite) as err:  # -3e38 + 6e38 overflows
+        stream.emit(prepared, stream.Sink(written.append), np.float32)
+    assert err.value.which is None and not written  # refused before the chunk is written
 
 
 def test_streamed_mixed_precision_inputs_and_exact_end_points():

@@ -1,11 +1,13 @@
 """`compass-jax merge`: merge Hugging Face checkpoints on disk, one tensor at a time.
 
 Memory holds about two tensors per input, never whole models. Each input is a HF directory, a
-bundled name, a training workdir or `workdir@step` (`compass_jax.resolve`). Policies are chosen
-per compass-jax param path (`--rules`, the same rules file as the in-memory API). The output is
-the first model's directory with merged weights (same shards, config, tokenizer and
-sentence-transformers files) plus `merge_report.json`, written under a temporary name and
-renamed when complete (`compass_jax.workflows.merge`).
+bundled name, a training workdir or `workdir@step` (`compass_jax.resolve`). Every floating tensor
+the inputs share is merged, sentence-transformers module weights (`2_Dense/`) included; policies
+are chosen per compass-jax param path, or per name outside the encoder's key table (`--rules`,
+the same rules file as the in-memory API). The output is the first model's directory with merged
+weights (same shards, config, tokenizer and sentence-transformers files) plus
+`merge_report.json`, written under a temporary name and renamed when complete
+(`compass_jax.workflows.merge`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--method", choices=METHODS, default="slerp")
     p.add_argument("--base", default=None, help="base model of task_slerp's task vectors")
-    p.add_argument("--t", type=float, default=0.5, help="0 keeps the first model, 1 the second")
+    help_t = "0 keeps the first model, 1 the second; in [-1, 2] (outside [0, 1] extrapolates)"
+    p.add_argument("--t", type=float, default=0.5, help=help_t)
     p.add_argument("--weights", type=float, nargs="+", default=None, help="karcher/lerp weights")
     p.add_argument("--rules", default=None, help="JSON list of [regex, policy] (see README)")
     p.add_argument("--mode", choices=("mergekit", "geodesic"), default="mergekit")

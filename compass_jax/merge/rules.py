@@ -16,6 +16,11 @@ scales, biases): the angle between two bias vectors says little, and lerp keeps 
 that is all ones in both models all ones. A leaf no rule matches gets its default operation at the
 call's t.
 
+Every t, the call's and the rules', is a finite number in `T_RANGE` = [-1, 2]: 0 gives the first
+model and 1 the second, values between interpolate and values outside [0, 1] extrapolate (along
+the geodesic for spherical ops), as task-vector extrapolation does; anything further out is
+taken for a mistake (`--t 30` for 0.3, an overflow) rather than merged into a broken model.
+
 Depth schedules follow mergekit: layer `i` of `L` sits at fraction `i / (L - 1)` (1 when L = 1)
 and the value is read off the list by piecewise-linear interpolation. Leaves outside the layer
 stack take the first value when they come before it (`embeddings.*`, mergekit's "pre-weights")
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -34,6 +40,7 @@ from typing import Any
 from compass_jax import tree
 
 OPS = ("spherical", "lerp", "keep_a", "keep_b")
+T_RANGE = (-1.0, 2.0)
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)(?:\.|$)")
 
 
@@ -62,15 +69,35 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def t_problem(value: Any) -> str | None:
+    """What is wrong with `value` as a t (None: nothing)."""
+    lo, hi = T_RANGE
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return f"expected a number, got {value!r}"
+    if not (math.isfinite(number) and lo <= number <= hi):
+        return (
+            f"{value!r} is not a finite number in [{lo:g}, {hi:g}] (0 keeps the first model, "
+            "1 the second; values outside [0, 1] extrapolate)"
+        )
+    return None
+
+
 def parse_policy(value: Any, where: str = "policy") -> Policy:
     """A `Policy` from any of its spellings (see the module docstring)."""
     if isinstance(value, Policy):
         return value
     if _number(value):
+        if (problem := t_problem(value)) is not None:
+            raise RulesError(f"{where}: t {problem}")
         return Policy(t=float(value))
     if isinstance(value, list | tuple):
         if not value or not all(_number(v) for v in value):
             raise RulesError(f"{where}: a depth schedule must be a non-empty list of numbers")
+        for v in value:
+            if (problem := t_problem(v)) is not None:
+                raise RulesError(f"{where}: depth schedule: t {problem}")
         return Policy(t=tuple(float(v) for v in value))
     if isinstance(value, str):
         if value not in OPS:
