@@ -97,11 +97,8 @@ def test_mergekit_mode_matches_published_formula(t):
     out, report = merge.merge("slerp", [_tree(0), _tree(1)], t=t, with_report=True)
     out = _flat(out)
     for path in a:
-        # matrices: mergekit's slerp; 1-D leaves: lerp (the default policy), mergekit's lerp
-        if a[path].ndim >= 2:
-            expected = mergekit_slerp(t, a[path], b[path])
-        else:
-            expected = (1 - t) * a[path] + t * b[path]
+        # every leaf, 1-D ones included, by mergekit's slerp (the mergekit-mode default)
+        expected = mergekit_slerp(t, a[path], b[path])
         np.testing.assert_allclose(out[path], expected, rtol=2e-6, atol=2e-7, err_msg=path)
     row = next(r for r in report if r["path"] == "layers.1.mlp.up_proj.kernel")
     x, y = a[row["path"]].ravel().astype(np.float64), b[row["path"]].ravel().astype(np.float64)
@@ -199,19 +196,16 @@ def test_karcher_of_several_points_matches_mergekit_iteration():
     out = _flat(merge.karcher_mean(trees, weights))
     flats = [_flat(t) for t in trees]
     for path in out:
-        xs = [f[path] for f in flats]
-        if xs[0].ndim >= 2:
-            expected = mergekit_karcher(xs, weights)
-            # first-order optimality: the weighted tangent vectors at the mean cancel
-            m = expected / np.linalg.norm(expected)
-            log = 0
-            for w, x in zip(weights, xs, strict=True):
-                u = x / np.linalg.norm(x)
-                theta = np.arccos(np.sum(m * u))
-                log = log + w * theta / np.sin(theta) * (u - np.cos(theta) * m)
-            assert np.linalg.norm(log) < 1e-5  # the iteration stops below tol
-        else:  # 1-D leaves: the weighted linear mean
-            expected = sum(w * x for w, x in zip(weights, xs, strict=True))
+        xs = [f[path] for f in flats]  # every leaf, 1-D ones too (mergekit mode)
+        expected = mergekit_karcher(xs, weights)
+        # first-order optimality: the weighted tangent vectors at the mean cancel
+        m = expected / np.linalg.norm(expected)
+        log = 0
+        for w, x in zip(weights, xs, strict=True):
+            u = x / np.linalg.norm(x)
+            theta = np.arccos(np.sum(m * u))
+            log = log + w * theta / np.sin(theta) * (u - np.cos(theta) * m)
+        assert np.linalg.norm(log) < 1e-5  # the iteration stops below tol
         np.testing.assert_allclose(out[path], expected, rtol=1e-5, atol=1e-6, err_msg=path)
 
 
@@ -219,11 +213,8 @@ def test_task_slerp_is_slerp_of_task_vectors_added_to_base():
     base, a, b = _flat(_tree(2)), _flat(_tree(0)), _flat(_tree(1))
     out, report = merge.merge("task_slerp", [_tree(2), _tree(0), _tree(1)], t=0.4, with_report=True)
     out = _flat(out)
-    for path in out:
-        if base[path].ndim >= 2:
-            expected = base[path] + mergekit_slerp(0.4, a[path] - base[path], b[path] - base[path])
-        else:
-            expected = 0.6 * a[path] + 0.4 * b[path]
+    for path in out:  # every leaf, 1-D ones too (mergekit mode)
+        expected = base[path] + mergekit_slerp(0.4, a[path] - base[path], b[path] - base[path])
         np.testing.assert_allclose(out[path], expected, rtol=1e-5, atol=1e-6, err_msg=path)
     row = report[0]
     da, db = (x[row["path"]] - base[row["path"]] for x in (a, b))
@@ -261,19 +252,22 @@ def test_rules_first_match_depth_schedules_and_defaults():
         path = f"layers.{i}.mlp.up_proj.kernel"
         assert rows[path]["op"] == "lerp" and rows[path]["t"] == pytest.approx(i / 3, abs=1e-6)
         np.testing.assert_allclose(out[path], (1 - i / 3) * fa[path] + i / 3 * fb[path], 1e-6, 1e-8)
-    # before the stack: the first value; after it: the last; 1-D leaves lerp by default
+    # before the stack: the first value; after it: the last; in mergekit mode 1-D leaves slerp
     assert rows["embeddings.token.embedding"]["t"] == pytest.approx(0.2)
     assert rows["embeddings.token.embedding"]["op"] == "spherical"
     assert rows["final_norm.scale"]["t"] == pytest.approx(0.8)
-    assert rows["final_norm.scale"]["op"] == "lerp"
-    # a 1-D leaf no rule names: lerp at the call's t; a later rule never reached for layer 3
-    assert rows["layers.1.attn.q_proj.bias"]["op"] == "lerp"
-    assert rows["layers.1.attn.q_proj.bias"]["rule"] is None
+    assert rows["final_norm.scale"]["op"] == "spherical"
+    # a 1-D leaf no rule names: the default op at the call's t; a later rule never reached
+    bias = "layers.1.attn.q_proj.bias"
+    assert rows[bias]["op"] == "spherical" and rows[bias]["rule"] is None
     assert rows["layers.3.attn.q_proj.bias"]["op"] == "keep_b"
-    np.testing.assert_allclose(
-        out["layers.1.attn.q_proj.bias"], 0.5 * fa["layers.1.attn.q_proj.bias"]
-        + 0.5 * fb["layers.1.attn.q_proj.bias"], rtol=1e-6
-    )  # fmt: skip
+    expected = mergekit_slerp(np.float32(0.5), fa[bias], fb[bias])
+    np.testing.assert_allclose(out[bias], expected, rtol=1e-5, atol=1e-6)
+    # geodesic mode: 0/1-D leaves lerp by default (matrices stay spherical)
+    _, report = merge.merge("slerp", [a, b], t=0.5, mode="geodesic", with_report=True)
+    ops = {r["path"]: r["op"] for r in report}
+    assert ops[bias] == ops["final_norm.scale"] == "lerp"
+    assert ops["layers.1.attn.q_proj.kernel"] == "spherical"
 
 
 def test_rule_errors_name_the_rule_and_file(tmp_path):

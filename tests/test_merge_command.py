@@ -99,7 +99,7 @@ def test_merged_directory_loads_in_transformers_and_embeds(dirs, tmp_path, capsy
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert not info["mismatched_keys"]
     # the pooler, outside the encoder's key table, is merged too, by the default policy
-    for key, op in (("pooler.dense.weight", "spherical"), ("pooler.dense.bias", "lerp")):
+    for key, op in (("pooler.dense.weight", "spherical"), ("pooler.dense.bias", "spherical")):
         x, y = (SafetensorsFile(d / "model.safetensors").read(key) for d in (dirs["a"], dirs["b"]))
         want = merge.merge_two(np.array(x), np.array(y), 0.3, op=op)[0]
         got = dict(model.named_parameters())[key].detach().numpy()
@@ -145,7 +145,7 @@ def test_merged_directory_loads_in_transformers_and_embeds(dirs, tmp_path, capsy
     assert len(rows) == 55 and report["method"] == "slerp" and report["t"] == 0.3
     assert rows["pooler.dense.weight"]["op"] == "spherical"
     assert rows["pooler.dense.weight"]["path"] == "pooler.dense.weight"
-    assert rows["encoder.layer.1.output.LayerNorm.weight"]["op"] == "lerp"
+    assert rows["encoder.layer.1.output.LayerNorm.weight"]["op"] == "spherical"  # mergekit mode
     row = rows["encoder.layer.2.intermediate.dense.weight"]
     assert row["path"] == "layers.2.mlp.up_proj.kernel" and row["op"] == "spherical"
     x, y = (

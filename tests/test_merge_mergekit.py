@@ -26,7 +26,6 @@ from compass_jax.interop.safetensors_io import SafetensorsFile, save_file
 from compass_jax.workflows.merge import merge_checkpoints
 
 TEXTS = ["red shoe for men", "water bottle 1l", "phone case", "baby bag"]
-ALL_SPHERICAL = [[".*", "spherical"]]  # mergekit slerps 1-D tensors too; our default lerps them
 
 
 def _mergekit(t, a, b):
@@ -63,10 +62,9 @@ def berts(tmp_path_factory):
 
 @pytest.mark.parametrize("t", [0.3, 0.8])
 def test_slerp_equals_mergekit_on_every_tensor_pooler_included(berts, tmp_path, t, capsys):
-    rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps(ALL_SPHERICAL))
+    # no rules: --mode mergekit (the default) slerps every tensor, 1-D ones included, as mergekit
     out = tmp_path / "merged"
-    _merge("--models", *berts, "--t", t, "--rules", rules, "--out", out)
+    _merge("--models", *berts, "--t", t, "--out", out)
     a, b, got = (_tensors(d / "model.safetensors") for d in (*berts, out))
     assert set(got) == set(a) and any(k.startswith("pooler.") for k in got)
     diffs = {k: float(np.abs(got[k] - _mergekit(t, a[k], b[k])).max()) for k in got}
@@ -98,13 +96,13 @@ def test_dense_head_is_merged_and_the_output_encodes_in_sentence_transformers(tm
     out = tmp_path / "merged"
     _merge("--models", a, b, "--t", "0.4", "--out", out)
     wa, wb, got = (_tensors(d / "2_Dense" / "model.safetensors") for d in (a, b, out))
-    # the weight matrix by mergekit's SLERP, the bias by the 1-D default (lerp)
+    # both by mergekit's SLERP (mergekit mode slerps 1-D tensors too)
     want = _mergekit(0.4, wa["linear.weight"], wb["linear.weight"])
     diff = float(np.abs(got["linear.weight"] - want).max())
     print(json.dumps({"dense_weight_max_abs_diff": diff}))
     np.testing.assert_allclose(got["linear.weight"], want, rtol=0, atol=1e-6)
-    lerp = 0.6 * wa["linear.bias"] + 0.4 * wb["linear.bias"]
-    np.testing.assert_allclose(got["linear.bias"], lerp, rtol=0, atol=1e-6)
+    want_bias = _mergekit(0.4, wa["linear.bias"], wb["linear.bias"])
+    np.testing.assert_allclose(got["linear.bias"], want_bias, rtol=0, atol=1e-6)
     rows = {(r["file"], r["key"]): r for r in jsonio.read_json(out / "merge_report.json")["report"]}
     row = rows["2_Dense/model.safetensors", "linear.weight"]
     assert row["path"] == "2_Dense/linear.weight" and row["op"] == "spherical"

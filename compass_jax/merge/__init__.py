@@ -14,7 +14,8 @@ Every method works leaf by leaf, reading a leaf as one flat vector:
 `t` is a finite number in `T_RANGE` = [-1, 2] (outside [0, 1] it extrapolates; `check_t`);
 `t = 0` returns `a` and `t = 1` returns `b` bit for bit; arithmetic is float32 and each leaf keeps
 its dtype; sharded leaves stay sharded. Per-path rules (`compass_jax.merge.rules`) choose each
-leaf's op and `t`; by default matrices merge spherically and 0-D/1-D leaves (norms, biases) lerp.
+leaf's op and `t`; by default every leaf merges spherically in "mergekit" mode (as mergekit does),
+while "geodesic" mode lerps 0-D/1-D leaves (norms, biases).
 """
 
 from compass_jax.merge.leaf import LeafOp, MergeError, merge_leaf, merge_many, merge_task, merge_two

@@ -188,7 +188,7 @@ def merge(
     merged, rows = {}, []
     for path, xs in leaves.items():
         xs = [x if isinstance(x, jax.Array) else jnp.asarray(x) for x in xs]
-        plan = plan_leaf(path, xs[0].ndim, parsed, t, num_layers)
+        plan = plan_leaf(path, xs[0].ndim, parsed, t, num_layers, mode)
         merged[path], stats, plan = merger(plan, xs)
         if with_report:
             rows.append(report_row(path, xs[0], plan, jax.device_get(stats)))
@@ -209,7 +209,8 @@ def slerp(
     mode: Mode = "mergekit",
     rules: Sequence[Any] | None = None,
 ) -> Params:
-    """Spherical interpolation per leaf; 0-D/1-D leaves are lerped unless a rule says otherwise."""
+    """Spherical interpolation per leaf (in "geodesic" mode 0-D/1-D leaves are lerped unless a
+    rule says otherwise; "mergekit" mode slerps every leaf, as mergekit does)."""
     return merge("slerp", [a, b], t=t, mode=mode, rules=rules)
 
 

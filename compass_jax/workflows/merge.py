@@ -192,7 +192,7 @@ def merge_checkpoints(
     table = rules_for(cfg.arch, attention_bias=cfg.attention_bias)
     inputs = [Checkpoint(d, cfg.arch) for d in input_dirs]
     first = inputs[1] if base is not None else inputs[0]
-    files, dropped = plan_merge(inputs, first, table, rules, t, cfg.num_layers)
+    files, dropped = plan_merge(inputs, first, table, rules, t, cfg.num_layers, mode)
     sharded = os.path.isfile(os.path.join(first.dir, INDEX))
 
     start = time.perf_counter()

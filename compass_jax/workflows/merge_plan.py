@@ -159,6 +159,7 @@ def plan_merge(
     rules: Sequence[tuple[str, Policy]],
     t: float,
     num_layers: int,
+    mode: str = "mergekit",
 ) -> tuple[list[OutputFile], list[str]]:
     """The output files, and the tensors that only other inputs have (left out, named
     `name (dir)`); every check is done here, before anything is written."""
@@ -177,7 +178,7 @@ def plan_merge(
                 why = None
             else:
                 path, why = name, _copy_reason(name, inputs, first)
-            plan = None if why else plan_leaf(path, len(st.shape(key)), rules, t, num_layers)
+            plan = None if why else plan_leaf(path, len(st.shape(key)), rules, t, num_layers, mode)
             entries.append(Entry(key, name, path, plan, why))
         files.append(OutputFile(rel, st, tuple(entries)))
     dropped = [
