@@ -21,6 +21,7 @@ from _gpu_train import (
     batch_fn,
     error_text,
     is_oom,
+    log,
     utilisation,
     with_levers,
 )
@@ -46,6 +47,7 @@ def max_batch_phase(opts, clock: Clock, save, context: dict) -> dict[str, Any]:
     makers = {}
 
     def analyse(batch: int) -> None:
+        log(f"max_batch: compiling batch {batch} ({clock.left():.0f} s left)")
         entry = result["analysis"][str(batch)] = {}
         make, abstract = batch_fn(model.harness.training.mesh, batch, seq, model.cfg.vocab_size)
         entry.update(h.compile(abstract))
@@ -69,6 +71,7 @@ def max_batch_phase(opts, clock: Clock, save, context: dict) -> dict[str, Any]:
         analyse(second)
     result["run"] = entry = {"batch": run}
     if run in makers and result["analysis"][str(run)]["fits"]:
+        log(f"max_batch: one step at batch {run}")
         try:
             batch = makers[run](jax.random.key(run))
             outputs, t = timing.timed(lambda: h.dispatch(batch), "polled")

@@ -23,7 +23,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import _gpu_timing as timing
+import _machine as m
 import _training as tr
+
+log = m.logger("gpu_suite")
 
 SIZES = {  # Qwen3 dense sizes (hidden, layers, heads, kv heads, head dim, FFN, vocab)
     "0.6b": (1024, 28, 16, 8, 128, 3072, 151669),
@@ -187,6 +190,7 @@ class Model:
         from compass_jax.losses import LossSettings
 
         tic = time.perf_counter()
+        log(f"building a random {size} model and its training state")
         cfg = qwen3(size)
         params = jax.jit(models.init, static_argnums=0)(cfg, jax.random.key(0))
         flop_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
@@ -210,8 +214,6 @@ class Model:
 
     def memory_limit(self) -> int | None:
         """What XLA may allocate on the device; off a GPU, the host's available memory."""
-        import _machine as m
-
         limit = self.memory_stat("bytes_limit")
         return limit or int((m.meminfo_gib()["mem_available_gib"] or 0) * 2**30) or None
 
@@ -298,6 +300,23 @@ MFU_SHAPES = {
 }
 
 
+def summarise(report: dict[str, Any]) -> None:
+    """Each timed variant's speedup over the default, and the fastest as `best` (kept current
+    after every variant, so a phase killed at its deadline still names one)."""
+    ran = {k: v for k, v in report["variants"].items() if "step_s" in v}
+    if not ran:
+        return
+    best = min(ran, key=lambda k: ran[k]["step_s"])
+    base = ran.get("default", {}).get("step_s")
+    for v in ran.values():
+        v["speedup_vs_default"] = round(base / v["step_s"], 4) if base else None
+    keys = ("step_s", "mfu", "hfu", "model_tflop_per_s", "speedup_vs_default", "levers")
+    report["best"] = {"variant": best, **{k: ran[best].get(k) for k in keys}}
+    report["best"]["hardware_flops_per_s"] = (
+        report["flops_per_step"]["hardware_flops"] / ran[best]["step_s"]
+    )
+
+
 def mfu_phase(size: str, opts, clock: Clock, save, context: dict) -> dict[str, Any]:
     """Every variant of `plan(opts.tuned, opts.extras)` that the budget allows, each compiled
     ahead (XLA's buffer assignment checked against the card before running) and timed; the
@@ -326,16 +345,19 @@ def mfu_phase(size: str, opts, clock: Clock, save, context: dict) -> dict[str, A
             continue
         h = with_levers(model.harness, levers)
         entry["chunk"] = h.spec.gradcache_chunk
+        log(f"{size} {name_of(levers)}: compiling ({clock.left():.0f} s left)")
         try:
             entry.update(h.compile(abstract))
             compile_s = entry["compile_s"]
+            log(f"  compiled in {compile_s:.0f} s, XLA buffers {entry.get('xla_total_bytes')} B")
             total = entry.get("xla_total_bytes")
             if limit and total and total > limit:
                 entry["skipped"] = f"does not fit: XLA's buffer assignment {total} B > {limit} B"
                 continue
             diagnose = "clocks" not in report
             keep = getattr(opts, "keep_trace", None)
-            m = measure(h, batches, steps=steps, diagnose=diagnose, context=context, trace_dir=keep)
+            got = measure(h, batches, steps=steps, diagnose=diagnose, context=context,
+                          trace_dir=keep)  # fmt: skip
         except Exception as e:
             entry.update(error=error_text(e), oom=is_oom(e))
             if any(x.is_deleted() for x in jax.tree.leaves(model.harness.state)):
@@ -345,19 +367,11 @@ def mfu_phase(size: str, opts, clock: Clock, save, context: dict) -> dict[str, A
         finally:
             save(report)
         if diagnose:
-            report["clocks"], report["profile"] = m.pop("clocks"), m.pop("profile")
-        step_s = m["step_s"]
-        entry.update(m, **utilisation(flops, step_s, context))
+            report["clocks"], report["profile"] = got.pop("clocks"), got.pop("profile")
+        step_s = got["step_s"]
+        entry.update(got, **utilisation(flops, step_s, context))
         entry["device_peak_bytes_so_far"] = model.memory_stat("peak_bytes_in_use")
+        summarise(report)
+        log(f"{size} {name_of(levers)}: {step_s:.3f} s a step, MFU {entry.get('mfu')}")
         save(report)
-    ran = {k: v for k, v in variants.items() if "step_s" in v}
-    if ran:
-        best = min(ran, key=lambda k: ran[k]["step_s"])
-        base = ran.get("default", {}).get("step_s")
-        for v in ran.values():
-            v["speedup_vs_default"] = round(base / v["step_s"], 4) if base else None
-        keys = ("step_s", "mfu", "hfu", "model_tflop_per_s", "speedup_vs_default")
-        report["best"] = {"variant": best, **{k: ran[best].get(k) for k in keys}}
-        report["best"]["levers"] = ran[best]["levers"]
-        report["best"]["hardware_flops_per_s"] = flops["hardware_flops"] / ran[best]["step_s"]
     return report
