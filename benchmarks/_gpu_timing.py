@@ -1,13 +1,15 @@
 """Timing device work without being fooled by the host: the helpers behind `gpu_suite.py`'s
 answer to "why was every step exactly 2.000 s?".
 
-A step's time can be read four ways, and an artifact of the runtime shows up as a disagreement
+A step's time can be read five ways, and an artifact of the runtime shows up as a disagreement
 between them:
 
 - `blocking`: `perf_counter_ns` around dispatch + `block_until_ready` on the outputs (what the
   earlier `train_gpu.py` measured);
 - `polled`: the same, but completion observed by spinning on `Array.is_ready()` instead of a
   blocking wait (a blocking wait that only wakes on a coarse timer rounds up; polling does not);
+- `fetched`: the same, waiting by copying the outputs to the host (`device_get`, the sync a
+  training loop makes when it logs a step's metrics);
 - `pipelined`: `k` steps dispatched back to back, completion of the last polled, divided by `k`
   (the host's gaps between steps are hidden behind the device's work);
 - `device`: the span of the step's kernels on the device timeline of a `jax.profiler` trace
@@ -54,7 +56,14 @@ def wait_blocking(outputs) -> None:
     jax.block_until_ready(outputs)
 
 
-WAITS = {"blocking": wait_blocking, "polled": wait_polling}
+def wait_fetching(outputs) -> None:
+    """Copy the outputs to the host: the sync a training loop makes when it logs metrics."""
+    import jax
+
+    jax.device_get(outputs)
+
+
+WAITS = {"blocking": wait_blocking, "polled": wait_polling, "fetched": wait_fetching}
 
 
 def timed(step: Step, wait: str) -> tuple[Any, dict[str, float]]:
@@ -180,6 +189,7 @@ def diagnose(
     pipelined_s: float | None,
     device_s: float | None,
     noop: dict[str, Sequence[float]] | None,
+    fetched: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Which clock to believe, and why: a blocking wait that costs far more than polling on a
     no-op, or step times that sit on one value while the device says otherwise, is an artifact
@@ -195,6 +205,10 @@ def diagnose(
         )
     if b and p and b > 1.2 * p:
         findings.append(f"blocking step {b:.3f} s vs polled {p:.3f} s: the wait inflates steps")
+    f = _median(fetched)
+    if f and p and f > 1.2 * p:
+        findings.append(f"fetching the metrics {f:.3f} s vs polled {p:.3f} s: a host sync per "
+                        "step (as a loop logging every step makes) inflates steps")  # fmt: skip
     if len(blocking) >= 2 and b and max(blocking) - min(blocking) < 0.002 * b and b >= 1.0:
         findings.append(f"blocking step times all within 0.2% of {b:.3f} s: quantised")
     if device_s and p and p > 1.25 * device_s:
@@ -206,6 +220,7 @@ def diagnose(
         trusted = "device"
     return {
         "blocking_s": round(b, 6) if b else None,
+        "fetched_s": round(f, 6) if f else None,
         "polled_s": round(p, 6) if p else None,
         "pipelined_s": round(pipelined_s, 6) if pipelined_s else None,
         "device_s": round(device_s, 6) if device_s else None,

@@ -273,6 +273,8 @@ def measure(h: tr.Harness, batches, *, steps: int, diagnose: bool, context, trac
     if diagnose:
         blocking = [timing.timed(step, "blocking")[1]["total_s"] for _ in range(2)]
         out["blocking_s"] = [round(t, 5) for t in blocking]
+        fetched = [timing.timed(step, "fetched")[1]["total_s"]]
+        out["fetched_s"] = [round(t, 5) for t in fetched]
         out["pipelined_step_s"] = round(timing.pipelined(step, 2), 5)
         device = None
         try:
@@ -285,7 +287,7 @@ def measure(h: tr.Harness, batches, *, steps: int, diagnose: bool, context, trac
             out["profile"] = {"error": error_text(e)}
         out["clocks"] = timing.diagnose(
             blocking=blocking, polled=times, pipelined_s=out["pipelined_step_s"],
-            device_s=device, noop=context.get("noop_sync_s"),
+            device_s=device, noop=context.get("noop_sync_s"), fetched=fetched,
         )  # fmt: skip
     return out
 

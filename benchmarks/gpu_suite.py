@@ -29,9 +29,9 @@ copies of the float32 matmul kernels made once per step instead of at every chun
 `chunk_x2` (GradCache chunk doubled), `latency_hiding_scheduler` and `no_triton_gemm` (XLA GPU
 options of the step's compile), `remat_dots` (a `jax.checkpoint` policy over the embedding).
 Clocks (`_gpu_timing`): every step is timed by polling for completion; the first variant of an
-MFU phase also by blocking waits, back to back, and on the device timeline of a profiler trace,
-and `clocks.findings` says which to believe (the question behind the earlier "every step exactly
-2.000 s").
+MFU phase also by blocking waits, by a host fetch of its metrics, back to back, and on the device
+timeline of a profiler trace, and `clocks.findings` says which to believe (the question behind
+the earlier "every step exactly 2.000 s").
 
 A phase gets `min(budget, time left - the minimum every later phase needs)`; time a phase does
 not use flows to the next ones. The whole report is printed (indented JSON) and written to

@@ -54,7 +54,7 @@ def test_smoke_runs_every_phase_with_finite_numbers(tmp_path):
     assert all(math.isfinite(v) for _, v in _numbers(report))
 
     probe = report["probe"]
-    assert probe["backend"] == "cpu" and set(probe["noop_sync_s"]) == {"blocking", "polled"}
+    assert probe["backend"] == "cpu" and set(probe["noop_sync_s"]) == set(timing.WAITS)
     _positive(probe, "matmul_tflops")
     for phase in ("mfu_4b", "mfu_0.6b"):
         mfu = report[phase]
@@ -122,9 +122,9 @@ def test_trace_reader_and_clock_verdict(tmp_path):
     # A blocking wait that wakes on a 2 s timer: quantised steps, a slow no-op, late host.
     verdict = timing.diagnose(
         blocking=[2.0001, 2.0003], polled=[0.71, 0.72], pipelined_s=0.70, device_s=0.69,
-        noop={"blocking": [1.9, 2.0], "polled": [1e-5, 2e-5]},
+        noop={"blocking": [1.9, 2.0], "polled": [1e-5, 2e-5]}, fetched=[2.0002],
     )  # fmt: skip
-    assert verdict["trusted"] == "polled" and len(verdict["findings"]) == 3
+    assert verdict["trusted"] == "polled" and len(verdict["findings"]) == 4
     calm = timing.diagnose(
         blocking=[0.71], polled=[0.70], pipelined_s=0.7, device_s=0.69, noop=None
     )
