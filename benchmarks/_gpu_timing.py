@@ -190,6 +190,7 @@ def diagnose(
     device_s: float | None,
     noop: dict[str, Sequence[float]] | None,
     fetched: Sequence[float] = (),
+    dispatch: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Which clock to believe, and why: a blocking wait that costs far more than polling on a
     no-op, or step times that sit on one value while the device says otherwise, is an artifact
@@ -205,6 +206,11 @@ def diagnose(
         )
     if b and p and b > 1.2 * p:
         findings.append(f"blocking step {b:.3f} s vs polled {p:.3f} s: the wait inflates steps")
+    d = _median(dispatch)
+    if d and p and d > 0.5 * p:
+        findings.append(f"dispatching a step (enqueueing its kernels) takes {d:.3f} of its "
+                        f"{p:.3f} s: host launches are on the critical path (see the "
+                        "command_buffers lever)")  # fmt: skip
     f = _median(fetched)
     if f and p and f > 1.2 * p:
         findings.append(f"fetching the metrics {f:.3f} s vs polled {p:.3f} s: a host sync per "
@@ -219,6 +225,7 @@ def diagnose(
     if device_s and p and p > 1.25 * device_s:
         trusted = "device"
     return {
+        "dispatch_s": round(d, 6) if d else None,
         "blocking_s": round(b, 6) if b else None,
         "fetched_s": round(f, 6) if f else None,
         "polled_s": round(p, 6) if p else None,

@@ -75,11 +75,15 @@ LEVERS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "chunk_x2": lambda s: {"gradcache_chunk": 2 * s.gradcache_chunk},
     "latency_hiding_scheduler": lambda s: _options(s, xla_gpu_enable_latency_hiding_scheduler=True),
     "no_triton_gemm": lambda s: _options(s, xla_gpu_enable_triton_gemm=False),
+    # CUDA graphs around the GradCache scans too: one launch per loop instead of per kernel.
+    "command_buffers": lambda s: _options(
+        s, xla_gpu_enable_command_buffer="FUSION,CUBLAS,CUDNN,WHILE"
+    ),
     "remat_dots": lambda s: {"remat": "dots_with_no_batch_dims_saveable"},
 }
 GPU_ONLY = frozenset({"cudnn_attention"})
 TUNED = ("cudnn_attention", "cast_params_once", "chunk_x2")
-EXTRAS = ("latency_hiding_scheduler", "no_triton_gemm", "remat_dots")
+EXTRAS = ("command_buffers", "latency_hiding_scheduler", "no_triton_gemm", "remat_dots")
 
 
 def plan(tuned: Sequence[str], extras: Sequence[str], *, tuned_first=False, smoke=False):
@@ -288,6 +292,7 @@ def measure(h: tr.Harness, batches, *, steps: int, diagnose: bool, context, trac
         out["clocks"] = timing.diagnose(
             blocking=blocking, polled=times, pipelined_s=out["pipelined_step_s"],
             device_s=device, noop=context.get("noop_sync_s"), fetched=fetched,
+            dispatch=[t["dispatch_s"] for _, t in polled],
         )  # fmt: skip
     return out
 

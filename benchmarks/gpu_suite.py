@@ -26,8 +26,9 @@ them; `phase_s` in the report is what each took):
 Levers (`_gpu_train.LEVERS`, each a `compass_jax.train.StepSpec` / `TrainConfig` change):
 `cudnn_attention` (fused flash attention, `ModelConfig.attention_impl`), `cast_params_once` (bf16
 copies of the float32 matmul kernels made once per step instead of at every chunk),
-`chunk_x2` (GradCache chunk doubled), `latency_hiding_scheduler` and `no_triton_gemm` (XLA GPU
-options of the step's compile), `remat_dots` (a `jax.checkpoint` policy over the embedding).
+`chunk_x2` (GradCache chunk doubled), `command_buffers` (CUDA graphs around the GradCache loops
+too), `latency_hiding_scheduler` and `no_triton_gemm` (XLA GPU options of the step's compile),
+`remat_dots` (a `jax.checkpoint` policy over the embedding).
 Clocks (`_gpu_timing`): every step is timed by polling for completion; the first variant of an
 MFU phase also by blocking waits, by a host fetch of its metrics, back to back, and on the device
 timeline of a profiler trace, and `clocks.findings` says which to believe (the question behind

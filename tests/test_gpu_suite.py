@@ -123,8 +123,9 @@ def test_trace_reader_and_clock_verdict(tmp_path):
     verdict = timing.diagnose(
         blocking=[2.0001, 2.0003], polled=[0.71, 0.72], pipelined_s=0.70, device_s=0.69,
         noop={"blocking": [1.9, 2.0], "polled": [1e-5, 2e-5]}, fetched=[2.0002],
+        dispatch=[0.5, 0.6],
     )  # fmt: skip
-    assert verdict["trusted"] == "polled" and len(verdict["findings"]) == 4
+    assert verdict["trusted"] == "polled" and len(verdict["findings"]) == 5
     calm = timing.diagnose(
         blocking=[0.71], polled=[0.70], pipelined_s=0.7, device_s=0.69, noop=None
     )
