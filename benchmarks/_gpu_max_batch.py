@@ -14,20 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import _gpu_timing as timing
-from _gpu_train import (
-    Clock,
-    Model,
-    available,
-    batch_fn,
-    error_text,
-    is_oom,
-    log,
-    utilisation,
-    with_levers,
-)
+import _gpu_train as gt
 
 
-def max_batch_phase(opts, clock: Clock, save, context: dict) -> dict[str, Any]:
+def max_batch_phase(opts, clock: gt.Clock, save, context: dict) -> dict[str, Any]:
     """The target batch (65,536 at seq 128) and a smaller one compiled ahead: XLA's buffer
     assignment against the card's limit (a line through the two gives the largest batch that
     fits; GradCache memory grows linearly with the batch), then one real step at the largest
@@ -37,19 +27,19 @@ def max_batch_phase(opts, clock: Clock, save, context: dict) -> dict[str, Any]:
     gpu = jax.default_backend() == "gpu"
     seq, chunk, target = (32, 4, 16) if opts.smoke else (128, 128, 65536)
     # The 0.6B phase's best levers as they are (chunk_x2 doubles this phase's own chunk).
-    levers = available(context.get("best_levers", ()), gpu)
-    model = Model.build("smoke" if opts.smoke else "0.6b", chunk=chunk,
+    levers = gt.available(context.get("best_levers", ()), gpu)
+    model = gt.Model.build("smoke" if opts.smoke else "0.6b", chunk=chunk,
                         loss_block=(128, 1024) if opts.smoke else (1024, 8192))  # fmt: skip
-    h = with_levers(model.harness, levers)
+    h = gt.with_levers(model.harness, levers)
     chunk, limit = h.spec.gradcache_chunk, model.memory_limit()
     result: dict[str, Any] = {"model": model.describe(), "seq": seq, "chunk": chunk,
                               "levers": levers, "target": target, "analysis": {}}  # fmt: skip
     makers = {}
 
     def analyse(batch: int) -> None:
-        log(f"max_batch: compiling batch {batch} ({clock.left():.0f} s left)")
+        gt.log(f"max_batch: compiling batch {batch} ({clock.left():.0f} s left)")
         entry = result["analysis"][str(batch)] = {}
-        make, abstract = batch_fn(model.harness.training.mesh, batch, seq, model.cfg.vocab_size)
+        make, abstract = gt.batch_fn(model.harness.training.mesh, batch, seq, model.cfg.vocab_size)
         entry.update(h.compile(abstract))
         entry["fits"] = bool(not limit or entry.get("xla_total_bytes", 0) <= limit)
         makers[batch] = make
@@ -71,17 +61,17 @@ def max_batch_phase(opts, clock: Clock, save, context: dict) -> dict[str, Any]:
         analyse(second)
     result["run"] = entry = {"batch": run}
     if run in makers and result["analysis"][str(run)]["fits"]:
-        log(f"max_batch: one step at batch {run}")
+        gt.log(f"max_batch: one step at batch {run}")
         try:
             batch = makers[run](jax.random.key(run))
             outputs, t = timing.timed(lambda: h.dispatch(batch), "polled")
             entry.update(step_s=round(t["total_s"], 3), loss=float(outputs["loss"]))
             entry["examples_per_s"] = round(run / t["total_s"], 1)
-            entry.update(utilisation(model.flops(run, seq), t["total_s"], context))
+            entry.update(gt.utilisation(model.flops(run, seq), t["total_s"], context))
             entry["estimated_step_s_at_target"] = round(t["total_s"] * target / run, 1)
             entry["device_peak_bytes"] = model.memory_stat("peak_bytes_in_use")
         except Exception as e:
-            entry.update(error=error_text(e), oom=is_oom(e))
+            entry.update(error=gt.error_text(e), oom=gt.is_oom(e))
     else:
         entry["skipped"] = "not compiled in the time budget, or does not fit"
     points = sorted((int(b), a["xla_total_bytes"]) for b, a in result["analysis"].items()

@@ -93,8 +93,8 @@ class Phase:
 
 PHASES = (
     Phase("probe", 25, 10, SHARED_ENV, "_gpu_timing:probe_phase"),
-    Phase("mfu_4b", 230, 120, TRAINING_ENV, "_gpu_train:mfu_phase", ("4b",)),
-    Phase("mfu_0.6b", 100, 50, TRAINING_ENV, "_gpu_train:mfu_phase", ("0.6b",)),
+    Phase("mfu_4b", 230, 120, TRAINING_ENV, "_gpu_mfu:mfu_phase", ("4b",)),
+    Phase("mfu_0.6b", 100, 50, TRAINING_ENV, "_gpu_mfu:mfu_phase", ("0.6b",)),
     Phase("fp8", 45, 30, SHARED_ENV, "_gpu_fp8:fp8_phase"),
     Phase("embed", 60, 40, SHARED_ENV, "_gpu_embed:embed_phase"),
     Phase("max_batch", 110, 60, TRAINING_ENV, "_gpu_max_batch:max_batch_phase"),
