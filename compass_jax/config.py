@@ -17,6 +17,7 @@ from typing import Any, Literal
 Arch = Literal["bert", "xlm-roberta", "qwen3"]
 ARCHES: tuple[str, ...] = ("bert", "xlm-roberta", "qwen3")
 ComputeDtype = Literal["float32", "bfloat16"]
+AttentionImpl = Literal["xla", "cudnn"]
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,9 @@ class ModelConfig:
     hidden_dropout: float = 0.0
     # Compute dtype; parameters stay float32 (master weights).
     dtype: ComputeDtype = "float32"
+    # `jax.nn.dot_product_attention`'s implementation: None lets JAX choose (XLA today);
+    # "cudnn" is the fused cuDNN flash kernel (CUDA GPUs, bf16 only).
+    attention_impl: AttentionImpl | None = None
 
     def __post_init__(self):
         if self.arch not in ARCHES:
@@ -56,6 +60,15 @@ class ModelConfig:
             )
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype: expected 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.attention_impl not in (None, "xla", "cudnn"):
+            raise ConfigError(
+                f"attention_impl: expected 'xla', 'cudnn' or None, got {self.attention_impl!r}"
+            )
+        if self.attention_impl == "cudnn" and self.dtype != "bfloat16":
+            raise ConfigError(
+                f"attention_impl: 'cudnn' needs dtype 'bfloat16' (got {self.dtype!r}); cuDNN's "
+                "fused attention takes bf16 or fp16 inputs only"
+            )
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(
                 f"hidden_act: unsupported {self.hidden_act!r}; expected {ACTIVATIONS}"

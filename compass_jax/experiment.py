@@ -49,6 +49,12 @@ class TrainConfig:
     gradcache_chunk: Count | None = 64  # global rows per chunk; None embeds the batch at once
     loss_block: tuple[Count, Count] = (128, 1024)  # tiles of the sharded loss
     dropout: bool = False  # use the model's hidden dropout during training
+    # Speed knobs: the same training up to rounding (benchmarks/gpu_suite.py measures them).
+    attention: Literal["xla", "cudnn"] | None = None  # cudnn: fused flash attention (GPU, bf16)
+    cast_params: bool = False  # cast matmul kernels to `dtype` once per step, not at every use
+    # A jax.checkpoint policy over the embedding (the backward recomputes what it does not save).
+    remat: Literal["dots_saveable", "dots_with_no_batch_dims_saveable"] | None = None
+    xla_options: Mapping[str, bool | int | str] = dataclasses.field(default_factory=dict)
     steps: Count = 1000
     seed: NonNegativeInt = 0
     checkpoint_every: Count = 200
