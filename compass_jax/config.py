@@ -21,6 +21,7 @@ from compass_jax.configio import ConfigError, Count, Fraction, NonNegativeInt, P
 Arch = Literal["bert", "xlm-roberta", "qwen3"]
 ARCHES: tuple[str, ...] = ("bert", "xlm-roberta", "qwen3")
 ComputeDtype = Literal["float32", "bfloat16"]
+AttentionImpl = Literal["xla", "cudnn"]
 # Every spelling of a dtype that commands and configs accept -> its canonical name.
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
@@ -56,6 +57,9 @@ class ModelConfig:
     hidden_dropout: Fraction = 0.0
     # Compute dtype; parameters stay float32 (master weights).
     dtype: ComputeDtype = "float32"
+    # `jax.nn.dot_product_attention`'s implementation: None lets JAX choose (XLA today);
+    # "cudnn" is the fused cuDNN flash kernel (CUDA GPUs, bf16 only).
+    attention_impl: AttentionImpl | None = None
     # Matryoshka output widths, as vLLM reads them from `config.json` (`is_matryoshka`,
     # `matryoshka_dimensions`): any width when declared without dimensions, else only those.
     is_matryoshka: bool = False
@@ -71,6 +75,15 @@ class ModelConfig:
             )
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype: expected 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.attention_impl not in (None, "xla", "cudnn"):
+            raise ConfigError(
+                f"attention_impl: expected 'xla', 'cudnn' or None, got {self.attention_impl!r}"
+            )
+        if self.attention_impl == "cudnn" and self.dtype != "bfloat16":
+            raise ConfigError(
+                f"attention_impl: 'cudnn' needs dtype 'bfloat16' (got {self.dtype!r}); cuDNN's "
+                "fused attention takes bf16 or fp16 inputs only"
+            )
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(
                 f"hidden_act: unsupported {self.hidden_act!r}; expected {ACTIVATIONS}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Literal
 
 from compass_jax.config import Dtype
 from compass_jax.configio import Count, NonNegative, NonNegativeInt, Range
@@ -50,6 +50,12 @@ class TrainConfig:
     gradcache_chunk: Count | None = 64  # global rows per chunk; None embeds the batch at once
     loss_block: tuple[Count, Count] = (128, 1024)  # tiles of the sharded loss
     dropout: bool = False  # use the model's hidden dropout during training
+    # Speed knobs: the same training up to rounding (benchmarks/gpu_suite.py measures them).
+    attention: Literal["xla", "cudnn"] | None = None  # cudnn: fused flash attention (GPU, bf16)
+    cast_params: bool = False  # cast matmul kernels to `dtype` once per step, not at every use
+    # A jax.checkpoint policy over the embedding (the backward recomputes what it does not save).
+    remat: Literal["dots_saveable", "dots_with_no_batch_dims_saveable"] | None = None
+    xla_options: Mapping[str, bool | int | str] = dataclasses.field(default_factory=dict)
     steps: Count = 1000
     seed: NonNegativeInt = 0
     checkpoint_every: Count = 200
@@ -61,12 +67,13 @@ class TrainConfig:
 
 
 # Fields a resumed run may change: how long it runs, how it logs and keeps checkpoints, and how
-# the same computation is laid out (mesh, GradCache chunks, loss tiles: equal results up to
-# float rounding). Anything else changes what the run computes, so a workdir refuses it.
-# `steps` may grow: the schedule then decays over the new total from the restored step.
+# the same computation is laid out (mesh, GradCache chunks, loss tiles, the speed knobs: equal
+# results up to float rounding). Anything else changes what the run computes, so a workdir
+# refuses it. `steps` may grow: the schedule then decays over the new total from the restored
+# step.
 RESUMABLE_FIELDS = (
     "steps", "log_every", "checkpoint_every", "keep_checkpoints", "mesh", "gradcache_chunk",
-    "loss_block",
+    "loss_block", "attention", "cast_params", "remat", "xla_options",
 )  # fmt: skip
 
 

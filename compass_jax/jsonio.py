@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -38,9 +39,20 @@ def plain(value: Any, where: str = "value") -> Any:
     return value
 
 
+# A list of numbers laid out one per line by `indent`; strings cannot hold a raw newline, so
+# "[" followed by a newline is always structural.
+_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
+_NUMBER_LIST = re.compile(rf"\[\n\s*({_NUMBER}(?:,\n\s*{_NUMBER})*)\n\s*\]")
+
+
 def dumps(value: Any, *, indent: int | None = None, where: str = "value") -> str:
-    """Strict JSON text of `value` (see `plain`); non-ASCII kept as is."""
-    return json.dumps(plain(value, where), indent=indent, ensure_ascii=False, allow_nan=False)
+    """Strict JSON text of `value` (see `plain`); non-ASCII kept as is. With `indent`, a list
+    of numbers stays on one line (per-item scores, curves): nested structure is indented, long
+    numeric arrays are not spread over a line per number."""
+    text = json.dumps(plain(value, where), indent=indent, ensure_ascii=False, allow_nan=False)
+    if indent is None:
+        return text
+    return _NUMBER_LIST.sub(lambda m: "[" + re.sub(r",\n\s*", ", ", m[1]) + "]", text)
 
 
 def _refuse_constant(name: str) -> Any:

@@ -13,6 +13,8 @@ from test_export import tiny_model_dir
 from compass_jax import cli, merge, tree
 from compass_jax.encoder import Encoder
 from compass_jax.eval import evaluate, load_suite
+from compass_jax.eval.compare import family
+from compass_jax.eval.runner import MAIN_SCORE
 from compass_jax.interop import load_hf
 from compass_jax.resolve import resolve_model
 
@@ -32,7 +34,8 @@ def demo(tmp_path_factory):
 def test_report_covers_every_model_suite_and_language(demo):
     _, out, _ = demo
     report = json.loads((out / "report.json").read_text())
-    assert list(report["scores"]) == ["base", "CAM", "no-CAM", "merged", "FP8 export"]
+    labels = ["base", "CAM", "no-CAM", "merged", "FP8 export", "bf16 export"]
+    assert list(report["scores"]) == labels
     suite = load_suite(str(out / "data" / "suite" / "suite.json"))
     langs = {t.lang for t in suite.tasks}
     assert len(langs) == 7
@@ -40,10 +43,20 @@ def test_report_covers_every_model_suite_and_language(demo):
         assert set(scores["domain"]["tasks"]) == {t.name for t in suite.tasks}
         assert set(scores["general"]["tasks"]) == {t.name for t in load_suite("general").tasks}
     assert report["checks"][0]["claim"].startswith("trained (CAM) beats")
-    assert all(isinstance(c["holds"], bool) and c["numbers"] for c in report["checks"])
+    assert all(c["verdict"] in ("yes", "no", "not shown") and c["numbers"]
+               for c in report["checks"])  # fmt: skip
+    # FP8 minus bf16 export on every family and language of both suites, with intervals
+    for suite, scores in report["scores"]["FP8 export"].items():
+        diffs = report["fp8_vs_bf16"][suite]
+        families = {family(name, t["lang"]) for name, t in scores["tasks"].items()}
+        assert set(diffs) == families | {"average"}
+        for cells in diffs.values():
+            assert all(c["low"] <= c["estimate"] <= c["high"] for c in cells.values())
+    assert set(report["fp8_vs_bf16"]["domain"]["category"]) == langs | {"mean"}
     text = (out / "report.md").read_text()
     for heading in ("## Checks", "### search (retrieval)", "### category (classification)",
-                    "### clustering (clustering)", "### xling (bitext)"):  # fmt: skip
+                    "### clustering (clustering)", "### xling (bitext)",
+                    "## FP8 export vs bf16 export: score differences"):  # fmt: skip
         assert heading in text
     assert all(f"| {lang} |" in text for lang in langs)
     for png in ("training.png", "sweep/sweep.png"):
@@ -61,8 +74,14 @@ def test_figures_are_the_runners_own(demo):
     fresh = evaluate(Encoder.load(model), suite, progress=False)
     assert report["scores"]["base"]["domain"]["average"] == pytest.approx(fresh["average"])
     cam = report["scores"]["CAM"]["domain"]["average"]
-    expected = cam > report["scores"]["base"]["domain"]["average"]
-    assert report["checks"][0]["holds"] == expected
+    check = report["checks"][0]
+    assert check["estimate"] == pytest.approx(cam - fresh["average"], abs=1e-9)
+    assert check["low"] <= check["estimate"] <= check["high"] and check["resamples"] >= 1000
+    shown = "yes" if check["low"] > 0 else "no" if check["high"] < 0 else "not shown"
+    assert check["verdict"] == shown
+    # the per-item values behind it are stored with the scores
+    for name, task in report["scores"]["CAM"]["domain"]["tasks"].items():
+        assert task["items"][MAIN_SCORE[task["type"]]], name
 
 
 def test_ablation_differs_in_the_masks_only(demo):

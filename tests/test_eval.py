@@ -28,12 +28,16 @@ def test_retrieval_metrics_on_a_hand_ranked_example():
     angles = np.array([0.0, 0.3, 0.7, 1.2])
     corpus = np.stack([np.cos(angles), np.sin(angles)], 1)
     queries = np.stack([[1.0, 0.0], [np.cos(1.3), np.sin(1.3)]])
-    out = metrics.retrieval(queries, corpus, [{1}, {3, 0}], ks=(1, 2))
+    per_query = metrics.retrieval(queries, corpus, [{1}, {3, 0}], ks=(1, 2))
     ndcg0 = (1 / np.log2(3)) / 1.0
     ndcg1 = (1 + 1 / np.log2(5)) / (1 + 1 / np.log2(3))
+    np.testing.assert_allclose(per_query["ndcg@10"], [ndcg0, ndcg1], rtol=1e-12)
+    np.testing.assert_allclose(per_query["mrr@10"], [1 / 2, 1])
+    np.testing.assert_allclose(per_query["recall@1"], [0, 1 / 2])
+    np.testing.assert_allclose(per_query["recall@2"], [1, 1 / 2])
+    out = metrics.summarize(per_query)
     assert out["ndcg@10"] == pytest.approx((ndcg0 + ndcg1) / 2)
     assert out["mrr@10"] == pytest.approx((1 / 2 + 1) / 2)
-    assert out["recall@1"] == pytest.approx((0 + 1 / 2) / 2)
     assert out["recall@2"] == pytest.approx((1 + 1 / 2) / 2)
 
 
@@ -44,14 +48,15 @@ def test_sklearn_backed_metrics_separate_good_from_random_embeddings():
     good = _unit(centres[labels] + 0.1 * rng.normal(size=(80, 16)))
     noise = _unit(rng.normal(size=(80, 16)))
     split = rng.random(80) < 0.5
-    g = metrics.classification(good[split], labels[split], good[~split], labels[~split])
-    n = metrics.classification(noise[split], labels[split], noise[~split], labels[~split])
+    score = lambda evidence: metrics.summarize(evidence)
+    g = score(metrics.classification(good[split], labels[split], good[~split], labels[~split]))
+    n = score(metrics.classification(noise[split], labels[split], noise[~split], labels[~split]))
     assert g["accuracy"] > 0.95 and n["accuracy"] < 0.6
-    assert metrics.clustering(good, labels)["v_measure"] > 0.9
-    assert metrics.clustering(noise, labels)["v_measure"] < 0.3
-    assert metrics.bitext(good, good)["accuracy"] == 1.0
+    assert score(metrics.clustering(good, labels))["v_measure"] > 0.9
+    assert score(metrics.clustering(noise, labels))["v_measure"] < 0.3
+    assert score(metrics.bitext(good, good))["accuracy"] == 1.0
     gold = np.sum(good[:40] * good[40:], axis=1)
-    assert metrics.sts(good[:40], good[40:], gold)["spearman"] == pytest.approx(1.0)
+    assert score(metrics.sts(good[:40], good[40:], gold))["spearman"] == pytest.approx(1.0)
 
 
 def test_suite_files_and_errors(tmp_path):

@@ -55,3 +55,11 @@ def test_read_json_errors_name_the_file(tmp_path):
     bad.write_bytes(b'{"a": "\xff"}')
     with pytest.raises(jsonio.JSONFileError, match="UTF-8"):
         jsonio.read_json(bad)
+
+
+def test_indented_json_keeps_lists_of_numbers_on_one_line():
+    value = {"items": [1, 0.5, -2e-05, 3], "nested": [[1, 2], {"a": [0.25]}], "text": ["[", 1]}
+    text = jsonio.dumps(value, indent=1)
+    assert '"items": [1, 0.5, -2e-05, 3]' in text and '"a": [0.25]' in text
+    assert '"text": [\n' in text  # a list holding a string keeps one element per line
+    assert json.loads(text) == value

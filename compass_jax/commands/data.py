@@ -1,7 +1,7 @@
-"""`compass-jax data`: build TFDS training datasets from a product catalog (`build`, resumable
-and shardable over workers), export a split as the JSONL the trainer reads (`export-jsonl`),
-write an evaluation suite from a held-out split (`suite`), write the bundled multilingual
-catalog (`catalog`), or check catalog files (`validate`)."""
+"""`compass-jax data`: build TFDS training datasets from a product catalog (`build`: in process
+and resumable, or as an Apache Beam pipeline on any Beam runner), export a split as the JSONL
+the trainer reads (`export-jsonl`), write an evaluation suite from a held-out split (`suite`),
+write the bundled multilingual catalog (`catalog`), or check catalog files (`validate`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ HELP = "build TFDS training data from a product catalog (and export, validate, g
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_command", required=True)
-    b = sub.add_parser("build", help="run the data pipelines (resumable, shardable)")
+    b = sub.add_parser("build", help="run the data pipelines (resumable; or on Apache Beam)")
     b.add_argument(
         "--config",
         default=None,
@@ -25,20 +25,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "default: pipelines/configs/default.json (the bundled catalog)",
     )
     b.add_argument("--out", required=True, type=flags.writable("dir"), help="build directory")
-    b.add_argument("--num-shards", type=flags.count, default=1, help="workers sharing this build")
-    b.add_argument("--shard-index", type=flags.natural, default=0, help="this worker (from 0)")
+    b.add_argument("--runner", choices=("local", "beam"), default="local",
+                   help="local: in process, resumable; beam: the Beam pipeline")  # fmt: skip
+    b.add_argument("--beam-options", type=flags.words, default="",
+                   help='Beam pipeline options, e.g. --beam-options="--runner=FlinkRunner ..." '
+                   "(default: DirectRunner)")  # fmt: skip
     b.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="override a config field, e.g. --set catalog.generate_size=2000",
-    )
-    b.add_argument(
-        "--wait-timeout",
-        type=flags.positive,
-        default=None,
-        help="seconds to wait for other workers at a barrier",
     )
     b.add_argument("--until", default=None, help="stop after this stage")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -78,22 +75,15 @@ def _build(args):
 
     cfg = load_config(args.config, args.set)
     tic = time.perf_counter()
-    ran = build.run(
-        cfg,
-        args.out,
-        num_shards=args.num_shards,
-        shard_index=args.shard_index,
-        wait_timeout_s=args.wait_timeout,
-        progress=not args.quiet,
-        until=args.until,
-    )
+    ran = build.run(cfg, args.out, runner=args.runner, beam_options=args.beam_options,
+                    progress=not args.quiet, until=args.until)  # fmt: skip
     summary = {
         "out": os.path.abspath(args.out),
         "units_run": ran,
         "seconds": round(time.perf_counter() - tic, 1),
     }
     card = os.path.join(args.out, "card.md")
-    if os.path.exists(card) and args.shard_index == 0:
+    if os.path.exists(card):
         with open(card, encoding="utf-8") as f:
             print(f.read())
     print(jsonio.dumps(summary))

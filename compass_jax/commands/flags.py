@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ from compass_jax.configio import Count, NonNegativeInt, Positive, flag_type
 from compass_jax.resolve import DEFAULT_MODEL
 
 __all__ = ["Parser", "add_dtype", "add_model", "add_output", "add_quiet", "check_outputs",
-           "count", "natural", "number", "positive", "writable"]  # fmt: skip
+           "count", "natural", "number", "positive", "words", "writable"]  # fmt: skip
 
 number = flag_type  # `type=number(Positive)`
 count = number(Count)  # sizes, steps, dimensions: 1, 2, ...
@@ -69,6 +70,15 @@ def writable(kind: Literal["file", "dir"], suffix: str | None = None) -> Callabl
 
     parse.__name__ = f"writable {kind}"
     return parse
+
+
+def words(text: str) -> list[str]:
+    """An argparse `type=` that splits a flag's text as a shell does
+    (`--beam-options="--runner=FlinkRunner --flink_master=host:8081"`)."""
+    try:
+        return shlex.split(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e} in {text!r}") from None
 
 
 def add_output(

@@ -1,24 +1,28 @@
 """`compass-jax merge`: merge Hugging Face checkpoints on disk, one tensor at a time.
 
 Memory holds about two tensors per input, never whole models. Each input is a HF directory, a
-bundled name, a training workdir or `workdir@step` (`compass_jax.resolve`). Policies are chosen
-per compass-jax param path (`--rules`, the same rules file as the in-memory API). The output is
-the first model's directory with merged weights (same shards, config, tokenizer and
-sentence-transformers files) plus `merge_report.json`, written under a temporary name and
-renamed when complete (`compass_jax.workflows.merge`).
+bundled name, a training workdir or `workdir@step` (`compass_jax.resolve`). Every floating tensor
+the inputs share is merged, sentence-transformers module weights (`2_Dense/`) included; policies
+are chosen per compass-jax param path, or per name outside the encoder's key table (`--rules`,
+the same rules file as the in-memory API). The output is the first model's directory with merged
+weights (same shards, config, tokenizer and sentence-transformers files) plus
+`merge_report.json`, written under a temporary name and renamed when complete
+(`compass_jax.workflows.merge`).
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Annotated
 
 from compass_jax import jsonio
 from compass_jax.commands import flags
-from compass_jax.configio import Fraction, NonNegative
-from compass_jax.merge import METHODS, load_rules
+from compass_jax.configio import NonNegative, Range
+from compass_jax.merge import METHODS, T_RANGE, load_rules
 from compass_jax.workflows.merge import merge_checkpoints
 
 HELP = "merge checkpoints (slerp | lerp | karcher | task_slerp), streaming tensor by tensor"
+MergeT = Annotated[float, Range(ge=T_RANGE[0], le=T_RANGE[1])]  # finite, in T_RANGE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,9 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", default=None, help="base model of task_slerp's task vectors")
     p.add_argument(
         "--t",
-        type=flags.number(Fraction),
+        type=flags.number(MergeT),
         default=0.5,
-        help="0 keeps the first model, 1 the second",
+        help="0 keeps the first model, 1 the second; outside [0, 1] extrapolates",
     )
     p.add_argument(
         "--weights",

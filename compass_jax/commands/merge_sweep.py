@@ -15,6 +15,7 @@ import importlib
 
 from compass_jax import jsonio
 from compass_jax.commands import flags
+from compass_jax.commands.merge import MergeT
 from compass_jax.configio import Fraction
 from compass_jax.merge import MergeError
 from compass_jax.workflows.merge_sweep import (
@@ -45,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     flags.add_model(p, "--tuned", required=True, help="the fine-tuned model (t = 1)")
     p.add_argument(
         "--t",
-        type=flags.number(Fraction),
+        type=flags.number(MergeT),
         nargs="+",
         default=list(DEFAULT_TS),
         help="values of t",

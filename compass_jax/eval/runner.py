@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from compass_jax.eval import metrics
+from compass_jax import jsonio
+from compass_jax.eval import items, metrics
 from compass_jax.eval.suite import Suite, Task
 
 # The metric each task type contributes to the weighted average (MTEB's main scores).
@@ -66,7 +67,15 @@ def _prompt(task: Task, role: str) -> str | None:
     return task.prompts.get(role, role)
 
 
-def run_task(task: Task, encoder, cache: EmbeddingCache) -> dict[str, float]:
+def data_digest(task: Task) -> str:
+    """Identity of a task's evaluation items (its records and corpus): two results pair item
+    by item only when it agrees."""
+    text = jsonio.dumps([task.records, task.corpus])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_task(task: Task, encoder, cache: EmbeddingCache) -> dict[str, items.Item]:
+    """Each metric's evidence on `task` (`metrics`, `items`)."""
     embed = lambda texts, role: cache.embed(encoder, texts, _prompt(task, role))
     r = task.records
     if task.type == "retrieval":
@@ -82,7 +91,7 @@ def run_task(task: Task, encoder, cache: EmbeddingCache) -> dict[str, float]:
         return metrics.classification(x[train], labels[train], x[~train], labels[~train])
     if task.type == "clustering":
         x = embed([rec["text"] for rec in r], "document")
-        return metrics.clustering(x, np.array([rec["label"] for rec in r]))
+        return metrics.clustering(x, np.unique([rec["label"] for rec in r], return_inverse=True)[1])
     if task.type in ("pair_classification", "sts"):
         a, b = embed([rec["a"] for rec in r], "query"), embed([rec["b"] for rec in r], "query")
         if task.type == "sts":
@@ -95,18 +104,27 @@ def run_task(task: Task, encoder, cache: EmbeddingCache) -> dict[str, float]:
 
 
 def evaluate(encoder, suite: Suite, *, cache_dir: str | None = None, progress: bool = True):
-    """`{"suite", "model", "tasks": {name: {type, lang, weight, main, metrics}}, "by_language",
-    "average"}`; `average` is the weighted mean of the tasks' main scores."""
+    """`{"suite", "model", "tasks": {name: {type, lang, weight, main, metrics, items,
+    data_digest}}, "by_language", "average"}`; `average` is the weighted mean of the tasks' main
+    scores.
+
+    `items` holds each metric's per-item evidence as plain JSON (`compass_jax.eval.items`: the
+    values a mean is taken over, or a statistic's columns) and `data_digest` identifies the
+    task's items: what `compass_jax.eval.bootstrap` resamples to compare models, pairing item
+    with item."""
     cache = EmbeddingCache(cache_dir, model_key(encoder))
     tasks = {}
     for task in tqdm(suite.tasks, desc=f"eval {suite.name}", unit="task", disable=not progress):
-        scores = run_task(task, encoder, cache)
+        evidence = run_task(task, encoder, cache)
+        scores = metrics.summarize(evidence)
         tasks[task.name] = {
             "type": task.type,
             "lang": task.lang,
             "weight": task.weight,
             "main": scores[MAIN_SCORE[task.type]],
             "metrics": scores,
+            "items": jsonio.plain(evidence),
+            "data_digest": data_digest(task),
         }
     by_language: dict[str, dict[str, float]] = {}
     for lang in sorted({t["lang"] for t in tasks.values()}):

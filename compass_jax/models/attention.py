@@ -24,6 +24,7 @@ class SelfAttention(nnx.Module):
             self.k_norm = RMSNorm(h, eps=cfg.norm_eps)
         self.shape = (n, k, h)
         self.causal = cfg.causal
+        self.implementation = cfg.attention_impl
 
     def __call__(
         self,
@@ -40,5 +41,5 @@ class SelfAttention(nnx.Module):
             q, key = self.q_norm(q), self.k_norm(key)
         if rope is not None:
             q, key = apply_rope(q, *rope), apply_rope(key, *rope)
-        out = attention(q, key, value, mask, causal=self.causal)
+        out = attention(q, key, value, mask, causal=self.causal, implementation=self.implementation)
         return self.o_proj(out.reshape(b, length, n * h))

@@ -111,10 +111,19 @@ def attention(
     mask: Bool[Array, "b l"],
     *,
     causal: bool,
+    implementation: str | None = None,
 ) -> Float[Array, "b l n h"]:
     """Scaled dot-product attention over non-padding keys (grouped-query when k < n).
 
-    `jax.nn.dot_product_attention` picks the fused cuDNN kernel on GPU and XLA elsewhere. Query
-    rows at padding positions attend like any other row; poolers ignore them.
+    `implementation` is `jax.nn.dot_product_attention`'s: None (XLA today, on every backend) or
+    "cudnn" (the fused flash kernel). cuDNN takes a boolean mask only at full `[b, 1, l, l]`
+    shape (it becomes an additive bias), so that path broadcasts the key mask; any padding side
+    works. Query rows at padding positions attend like any other row; poolers ignore them.
     """
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :], is_causal=causal)
+    mask = mask[:, None, None, :]
+    if implementation == "cudnn":
+        b, length = q.shape[:2]
+        mask = jnp.broadcast_to(mask, (b, 1, length, length))
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=mask, is_causal=causal, implementation=implementation
+    )

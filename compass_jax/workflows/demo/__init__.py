@@ -10,9 +10,12 @@
    duplicate masks) as the ablation;
 4. **merge**: SLERP the CAM model with the base at several t, pick the t with the best domain
    score that keeps 98% of the base's general score;
-5. **export**: the merged model as bf16 and as FP8 (compressed-tensors, as vLLM serves it);
+5. **export**: the merged model as bf16 and as FP8 (compressed-tensors, as vLLM serves it),
+   both evaluated;
 6. **report**: every model on both suites, one table per task family and language, the checks
-   the run is judged by, training curves and the merge sweep as PNG, `report.md`/`report.json`.
+   the run is judged by (each a difference with a 95% paired-bootstrap interval and a verdict),
+   FP8 minus bf16 export per family and language with intervals, training curves and the merge
+   sweep as PNG, `report.md`/`report.json`.
 
 Every stage resumes: the data build and training continue where they stopped, exports are kept,
 and embeddings are cached by model and text. `--size` scales the run (`sizes.SIZES`); `small`

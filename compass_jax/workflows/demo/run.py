@@ -94,6 +94,9 @@ def run_demo(
         "FP8 vs bf16 embeddings",
         lambda: fp8_agreement(exports["bf16"], exports["fp8"], suites["domain"], cache),
     )
+    # After the agreement stage, which cached the bf16 export's embeddings of the domain suite.
+    models["bf16 export"] = exports["bf16"]
+    stages.run("evaluate bf16 export", lambda: scores.results(exports["bf16"]))
     reporting.plot_training(histories, os.path.join(out, "training.png"))
 
     all_scores = {label: scores.results(path) for label, path in models.items()}
@@ -114,6 +117,7 @@ def run_demo(
         "scores": all_scores,
         "fp8_cosine": fp8,
         "checks": reporting.checks(all_scores, fp8, result),
+        "fp8_vs_bf16": reporting.fp8_differences(all_scores),
         "histories": histories,
         "stage_seconds": stages.seconds,
         "seconds_total": round(time.perf_counter() - stages.start, 1),

@@ -63,6 +63,10 @@ def build_data(out: str, size: Size, seed: int = 0, *, progress: bool = True) ->
         # a small held-out split, and for CAM to matter (about 14 same-class examples in a
         # batch of 256, false negatives without the class mask).
         "tasks.category_level=0",
+        # The character n-gram teacher at every size: the model teacher would embed every
+        # text of a tiny build (the `auto` rule), and the demo's default training reads no
+        # hard negatives.
+        "mining.teacher=hashing",
     ]
     build.run(load_config(None, overrides), data, progress=progress)
     train = os.path.join(data, "train.jsonl")
