@@ -85,7 +85,7 @@ def _reachable(start: str) -> dict[str, str]:
 def test_the_import_graph_is_read():
     # the parser sees the imports a rule is about (a test that cannot fail is no test)
     assert ("compass_jax.cli", 9) in GRAPH["convert.export_hf"]
-    assert ("compass_jax.commands.flags", 16) in GRAPH["compass_jax.commands.merge"]
+    assert any(t == "compass_jax.commands.flags" for t, _ in GRAPH["compass_jax.commands.merge"])
     assert any(t == "flax" for t, _ in GRAPH["compass_jax.models.layers"])
     assert any(t == "compass_jax.workflows.merge" for t, _ in GRAPH["compass_jax.commands.merge"])
     assert any(t.startswith("pipelines") for t, _ in GRAPH["compass_jax.commands.data"])
