@@ -4,7 +4,7 @@ For each model and precision it times whole passes over the same texts (tokenisa
 every side) of
 
 * compass-jax, `Encoder.encode` with each batch layout (`compass_jax.data.packing.Layout`):
-  `packed` (the default: several texts per row, rows of 128/256/... tokens, a token budget per
+  `packed` (the default: several texts per row, rows of 64/128/... tokens, a token budget per
   batch), `token_budget` (one text per row, lengths in multiples of 16, rows = budget / length),
   `fine_buckets` (one text per row, multiples of 8, 32 rows) and `pow2_buckets` (one text per
   row, powers of two from 16, 32 rows: the layout before packing);
@@ -407,7 +407,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--batch-size",
         type=int,
         default=32,
-        help="texts per torch batch; ours: batch_size x 128 tokens per batch (Encoder.encode)",
+        help="texts per torch batch; ours: batch_size x 64 tokens per batch (Encoder.encode)",
     )
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--threads", type=int, default=None, help="default: every schedulable CPU")
@@ -433,7 +433,7 @@ def settings(args: argparse.Namespace, texts: Sequence[str]) -> dict[str, Any]:
         **{k: v for k, v in vars(args).items() if k not in ("out", "models", "dtypes")},
         "n_texts": len(texts),
         "ours_batches": (
-            f"packed: a token budget of batch_size x 128 = {args.batch_size * 128} tokens per "
+            f"packed: a token budget of batch_size x 64 = {args.batch_size * 64} tokens per "
             "batch; see `layout` in each result"
         ),
         "torch_batches": "texts sorted by token length, batch_size per batch, dynamic padding",

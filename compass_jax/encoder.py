@@ -30,8 +30,10 @@ from compass_jax.machine import default_compute_dtype
 from compass_jax.resolve import load_model
 
 # `batch_size` counts rows of this many tokens: a batch holds `batch_size * ROW_TOKENS` tokens
-# whatever the texts' lengths (rows are this long unless texts are longer).
-ROW_TOKENS = 128
+# whatever the texts' lengths (rows are this long unless texts are longer). On a 2-core EPYC,
+# rows of 64 and 2048-token batches ran 5-10% faster than rows of 128 or 4096-8192-token
+# batches (less attention over other texts' keys; activations that stay in cache).
+ROW_TOKENS = 64
 
 
 @functools.lru_cache(maxsize=32)
@@ -121,7 +123,7 @@ class Encoder:
         layout: Layout | None = None,
     ) -> np.ndarray:
         """`[len(texts), dim]` float32 embeddings in input order (L2-normalised when the model
-        normalises). A batch holds `batch_size` rows of 128 tokens' worth of packed texts;
+        normalises). A batch holds `batch_size` rows of 64 tokens' worth of packed texts;
         `layout` overrides how texts are batched (`compass_jax.data.packing.Layout`)."""
         if dim is not None and not 0 < dim <= self.dim:
             raise ValueError(f"--dim must be in 1..{self.dim}, got {dim}")
