@@ -10,7 +10,7 @@ from sentence_transformers.models import Pooling
 from tiny import CASES, randomize, save, torch_hidden
 
 from compass_jax import embedding
-from compass_jax.data.packing import Layout, assign_rows, pack, padding_efficiency
+from compass_jax.data.packing import Layout, assign_rows, pack, pack_fixed, padding_efficiency
 from compass_jax.interop import load_hf
 
 # Odd lengths (1..23 tokens) so rows mix long and short texts.
@@ -63,6 +63,18 @@ def test_shapes_are_bounded_and_bad_lengths_are_refused():
         list(pack([[5] * 513], layout, pad_id=0))
     with pytest.raises(ValueError, match="ascending"):
         Layout((32, 16))
+
+
+def test_fixed_shape_batch_and_its_index_for_training():
+    texts = _texts(97)
+    batch = pack_fixed(texts, Layout((24,), rows=8, min_segment=3), pad_id=0)
+    assert batch.token_ids.shape == (8, 24) and batch.texts.shape == (8, 8)
+    index = batch.index(len(texts))
+    for i, (row, k) in enumerate(zip(*np.divmod(index, 8), strict=True)):
+        assert batch.token_ids[row][batch.segment_ids[row] == k + 1].tolist() == texts[i]
+    # 134 tokens need at least 6 rows of 24.
+    with pytest.raises(ValueError, match=r"need \d+ rows of 24 tokens, a batch has 5"):
+        pack_fixed(texts, Layout((24,), rows=5), pad_id=0)
 
 
 @pytest.mark.parametrize("case", ["bert", "xlm-roberta", "qwen3-left"])

@@ -11,6 +11,10 @@ row lengths from `Layout.lengths`, `tokens // length` rows per batch (a token bu
 when rows are short), the last batch of each length cut to a power of two rows, and
 `length // min_segment` segments per row. `Layout(pack=False)` is plain length bucketing (one
 text per row), the same batches without packing.
+
+`pack` streams batches for inference (`Encoder.encode`); `pack_fixed` puts a training batch's
+texts into one batch of a fixed shape, and `PackedBatch.index` gathers the per-segment vectors
+back into input order.
 """
 
 from __future__ import annotations
@@ -90,6 +94,15 @@ class PackedBatch:
     def real_tokens(self) -> int:
         return int(np.count_nonzero(self.segment_ids))
 
+    def index(self, count: int) -> np.ndarray:
+        """`[count]`: where each of `count` input texts sits in this batch's embeddings
+        flattened to `[r * s]` (-1: not in this batch), so that
+        `embed_segments(...).reshape(r * s, e)[index]` lists them in input order."""
+        out = np.full(count, -1, np.int64)
+        held = self.texts >= 0
+        out[self.texts[held]] = np.flatnonzero(held)
+        return out
+
 
 def assign_rows(lengths: Sequence[int], layout: Layout) -> list[tuple[int, list[int]]]:
     """`(row length, text indices)` of every row: best-fit decreasing, each text (longest first)
@@ -136,6 +149,19 @@ def pack(
             group = rows[start : start + counts[-1]]
             count = next(c for c in counts if c >= len(group))
             yield _fill(token_ids, group, count, length, layout.segments(length), pad_id)
+
+
+def pack_fixed(token_ids: Sequence[Sequence[int]], layout: Layout, *, pad_id: int) -> PackedBatch:
+    """Every text in one batch of exactly `layout.batch_rows(length)` rows of the layout's
+    longest `length`: the fixed shape a training step (or a GradCache chunk) needs. ValueError
+    when the texts need more rows."""
+    length = layout.lengths[-1]
+    one_length = dataclasses.replace(layout, lengths=(length,))
+    rows = [members for _, members in assign_rows([len(t) for t in token_ids], one_length)]
+    count = layout.batch_rows(length)
+    if len(rows) > count:
+        raise ValueError(f"the texts need {len(rows)} rows of {length} tokens, a batch has {count}")
+    return _fill(token_ids, rows, count, length, layout.segments(length), pad_id)
 
 
 def _fill(token_ids, group, count: int, length: int, segments: int, pad_id: int) -> PackedBatch:
