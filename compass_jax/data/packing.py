@@ -69,11 +69,10 @@ class Layout:
 
     def row_counts(self, length: int) -> tuple[int, ...]:
         """Rows a batch of `length` may have: the full count, and for the last batch the powers
-        of two below it and their 1.5 multiples (1, 2, 3, 4, 6, 8, 12, ...: at most a third
-        of its rows empty)."""
+        of two below it (at most half its rows empty, and few programs to compile for the
+        small inputs of an evaluation task)."""
         full = self.batch_rows(length)
-        less = {c for k in range(full.bit_length()) for c in (2**k, 3 << k >> 1) if c < full}
-        return (*sorted(less - {0}), full)
+        return (*(2**k for k in range(full.bit_length()) if 2**k < full), full)
 
     def shapes(self) -> list[tuple[int, int, int]]:
         """Every `(rows, length, segments)` a batch can have."""
