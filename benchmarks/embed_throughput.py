@@ -370,6 +370,9 @@ def compare(name: str, dtype: str, texts, args, reference) -> dict[str, Any]:
         }
         for c in peers
     }
+    fastest = min(peers, key=lambda c: min(c.wall or [c.warmup_s]))
+    result["fastest_peer"] = fastest.name
+    result["ratio_over_fastest_peer"] = result["ratio_ours_over_peer"][fastest.name]
     if dtype == "float32":
         reference[name] = peers[0].vectors
     result["agreement_cosine"] = {
