@@ -130,3 +130,6 @@ def test_encoder_matches_sentence_transformers_on_minilm():
     ours = encoder.encode(texts, layout=layout)
     model = SentenceTransformer(str(gt.get_model_path()), device="cpu", local_files_only=True)
     np.testing.assert_allclose(ours, model.encode(texts, normalize_embeddings=True), atol=1e-5)
+    # A text's embedding hardly depends on what it shares a row with (float rounding only).
+    alone = encoder.encode(texts[::3], layout=layout)
+    np.testing.assert_allclose(alone, ours[::3], atol=1e-6, rtol=0)
