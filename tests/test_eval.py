@@ -86,6 +86,7 @@ def test_eval_command_on_the_sample_suite_with_cache(tmp_path, monkeypatch):
     assert cli.main(["eval", "--model", "all-MiniLM-L6-v2", "--suite", "sample",
                      "--out", str(out)]) == 0  # fmt: skip
     results = json.loads((out / "results.json").read_text())
+    assert results["dtype"] == "float32"  # the command's default; the result says which ran
     assert set(results["by_language"]) == {"en", "id", "th", "vi", "ms", "tl", "pt"}
     en = results["tasks"]["sample-retrieval-en"]["metrics"]
     assert en["recall@1"] >= 5 / 6  # English queries against English titles: MiniLM's home turf

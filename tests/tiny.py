@@ -52,6 +52,15 @@ def qwen3():
     return Qwen3Model(cfg)
 
 
+# name -> (model builder, pad id, padding side, pooling): the parity cases.
+CASES = {
+    "bert": (bert, 0, "right", "mean"),
+    "xlm-roberta": (xlmr, 1, "right", "cls"),
+    "qwen3-left": (qwen3, 0, "left", "last"),
+    "qwen3-right": (qwen3, 0, "right", "last"),
+}
+
+
 def randomize(model, seed):
     # HF initialises norms to 1 and biases to 0; random values make those paths observable.
     gen = torch.Generator().manual_seed(seed)
