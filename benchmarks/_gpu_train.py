@@ -128,7 +128,7 @@ def batch_fn(mesh, batch: int, seq: int, vocab: int):
     import jax.numpy as jnp
 
     from compass_jax import sharding
-    from compass_jax.data.batch import TrainBatch
+    from compass_jax.data.batch import TOWERS, TrainBatch
 
     s = sharding.batch_sharding(mesh)
 
@@ -137,10 +137,11 @@ def batch_fn(mesh, batch: int, seq: int, vocab: int):
         ids = lambda kk, *shape: jax.random.randint(kk, (batch, *shape), 1, vocab, jnp.int32)
         ones = lambda *shape: jnp.ones((batch, *shape), jnp.int32)
         idx = jnp.arange(batch, dtype=jnp.int32)
+        tower = lambda kk: (ids(kk, seq), ones(seq), idx[:, None])
+        parts = ("ids", "segment_ids", "texts")
         return TrainBatch(
-            query_ids=ids(k[0], seq), query_attention_mask=ones(seq),
-            positive_ids=ids(k[1], seq), positive_attention_mask=ones(seq),
-            negative_ids=ids(k[2], 1, seq), negative_attention_mask=ones(1, seq),
+            **{f"{n}_{p}": x for n, kk in zip(TOWERS, k, strict=True)
+               for p, x in zip(parts, tower(kk), strict=True)},
             negative_valid=jnp.ones((batch, 1), bool), label=jnp.full((batch,), -1, jnp.int32),
             negative_label=jnp.full((batch, 1), -1, jnp.int32), query_hash=idx,
             positive_hash=idx + batch, negative_hash=(idx + 2 * batch)[:, None],

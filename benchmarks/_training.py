@@ -153,10 +153,12 @@ def make_pairs(
 
 
 def tokenized_batches(
-    data_path, tokenizer, *, batch_size: int, count: int, seq: int, task: str, negatives: int = 1
-) -> list:
+    data_path, tokenizer, *, batch_size: int, count: int, seq: int, task: str, negatives: int = 1,
+    pack: bool = False, row_multiple: int = 1,
+) -> list:  # fmt: skip
     """`count` consecutive global batches (`TrainBatch`es) of one task through the library's
-    data path (`PairReader` -> `tokenize_batch`), every text padded/truncated to `seq` tokens."""
+    data path (`PairReader` -> `tokenize_batch`), every text truncated to `seq` tokens: one per
+    row padded to `seq`, or packed (`pack`) into rows of `seq` as the trainer packs them."""
     from compass_jax.data.mixture import PairReader
     from compass_jax.data.pairs import read_records, tokenize_batch
 
@@ -178,6 +180,8 @@ def tokenized_batches(
                 query_length=seq,
                 document_length=seq,
                 num_negatives=negatives,
+                pack=pack,
+                row_multiple=row_multiple,
             )
         )
     return out
@@ -188,26 +192,33 @@ def tokenized_batches(
 # ---------------------------------------------------------------------------------------------
 
 
-def token_shares(batch, mini_batch: int) -> dict[str, float]:
-    """Share of the padded `[b, l]` token grid that holds real tokens, and the share a runtime
-    computes when it trims each mini-batch to its longest text (sentence-transformers' cached
-    losses do), averaged over the three towers."""
-    real, trimmed = [], []
-    negatives = batch.negative_attention_mask
-    towers = (batch.query_attention_mask, batch.positive_attention_mask,
-              negatives.reshape(-1, negatives.shape[-1]))  # fmt: skip
-    for mask in towers:
-        real.append(mask.mean())
-        lengths = mask.sum(1)
-        widest = [
-            lengths[i : i + mini_batch].max() * len(lengths[i : i + mini_batch])
-            for i in range(0, len(lengths), mini_batch)
-        ]
-        trimmed.append(sum(widest) / mask.size)
-    return {
-        "real_token_share": round(float(np.mean(real)), 3),
-        "trimmed_mini_batch_share": round(float(np.mean(trimmed)), 3),
+def token_shares(padded, mini_batch: int, packed=None) -> dict[str, float]:
+    """Real tokens over computed tokens (the padding share's complement) of an unpacked batch
+    (`padded`, one text per row), of the same batch padded per mini-batch to its longest text
+    (what sentence-transformers' cached losses compute), of length buckets (each tower padded
+    to the power of two from 16 that holds the batch's longest text, `data.bucketing`'s rule)
+    and, given, of the same batch `packed`."""
+    from compass_jax.data.bucketing import length_buckets, pick_bucket
+
+    real, computed = padded.real_tokens()
+    trimmed = bucketed = 0
+    for name in ("query", "positive", "negative"):
+        _, segments, _ = padded.tower(name)
+        lengths = (segments > 0).sum(1)
+        if not len(lengths):
+            continue
+        for i in range(0, len(lengths), mini_batch):
+            trimmed += lengths[i : i + mini_batch].max() * len(lengths[i : i + mini_batch])
+        seq = segments.shape[1]
+        bucketed += pick_bucket(int(lengths.max()), length_buckets(seq)) * len(lengths)
+    out = {
+        "padded": round(real / computed, 3),
+        "bucketed": round(real / bucketed, 3),
+        "trimmed_mini_batch": round(real / trimmed, 3),
     }
+    if packed is not None:
+        out["packed"] = round(packed.real_tokens()[0] / packed.real_tokens()[1], 3)
+    return out
 
 
 TINY = "tiny"  # a model argument: a random 2-layer, 32-wide BERT with MiniLM's tokenizer

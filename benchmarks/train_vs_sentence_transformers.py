@@ -21,15 +21,20 @@ Two data sets, both timed in the same run:
   tokens, so no padding is left and both sides compute exactly the same token grid.
 * `natural` (the `*_natural` rows): the generator's natural lengths (8-20 tokens, about a third
   of the grid real). sentence-transformers trims each mini-batch to its longest text before
-  embedding it, while our step embeds the fixed `[chunk, seq]` grid, so here the peer skips much
-  of the padding work; the report gives both shares of the grid.
+  embedding it; our step packs several texts into each row of `--seq` tokens, each tower into
+  a multiple of `--chunk` rows, as the trainer does (`TrainConfig.pack`):
+  `ours_float32_natural_packed`, the headline natural row. `ours_float32_natural` is the same
+  step on the unpacked, padded grid (before packing). `settings.token_shares` gives real over
+  computed tokens of each layout: padded, length buckets (`data.bucketing`'s rule: the power of
+  two from 16 that holds the batch's longest text), the peer's trimmed mini-batches, packed.
 
 Dropout is off on both sides (our default; the peer's dropout modules are set to p=0), so both
 compute the same function and the first-step losses on the same batch must agree (both values are
 reported, on the first `full` batch). Each step is timed to completion (`jax.block_until_ready`; the
 torch step is synchronous), tokenisation excluded; contenders are interleaved round by round in a
 rotating order after `--warmup` untimed rounds (ours compiles in its first), and the median of
-`--steps` timed rounds gives examples per second. The ratio ours / peer targets >= 1.5x; it is
+`--steps` timed rounds gives examples per second. The ratio ours / peer targets >= 1.5x on `full`
+and >= 1.2x on `natural`; it is
 reported from median wall times (the headline), as the median of per-round ratios, from the fastest
 rounds and from median CPU seconds of the process (least moved by other people's load).
 
@@ -58,11 +63,7 @@ import numpy as np
 
 log = m.logger("train_vs_st")
 MODEL = "all-MiniLM-L6-v2"
-TOWERS = (
-    ("query_ids", "query_attention_mask"),
-    ("positive_ids", "positive_attention_mask"),
-    ("negative_ids", "negative_attention_mask"),
-)
+TOWERS = ("query", "positive", "negative")
 
 
 Steps = dict[str, Callable[[int], float]]
@@ -111,16 +112,11 @@ def peer(args, batch_sets: dict[str, list]) -> tuple[Steps, dict[str, Any]]:
 
     def features(batch):
         out = []
-        for ids, mask in TOWERS:
-            # [b, l] towers; the negatives' [b, g, l] flattened example-major, as our step does.
-            rows = lambda x: x.reshape(-1, x.shape[-1]).astype(np.int64)
-            t_ids = torch.from_numpy(rows(getattr(batch, ids)))
+        for name in TOWERS:
+            # Unpacked towers: one text per row (negatives example-major), as our padded step.
+            ids, mask, _ = (torch.from_numpy(x.astype(np.int64)) for x in batch.tower(name))
             out.append(
-                {
-                    "input_ids": t_ids,
-                    "attention_mask": torch.from_numpy(rows(getattr(batch, mask))),
-                    "token_type_ids": torch.zeros_like(t_ids),
-                }
+                {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
             )
         return out
 
@@ -239,10 +235,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if name == "natural" and not args.natural:
                 continue
             data = tr.make_pairs(os.path.join(tmp, f"{name}.jsonl"), n=4096, min_words=min_words)
-            batch_sets[name] = tr.tokenized_batches(
-                data, tokenizer, batch_size=args.batch, count=rounds, seq=args.seq, task="retrieval"
+            kw = dict(batch_size=args.batch, count=rounds, seq=args.seq, task="retrieval")
+            batch_sets[name] = tr.tokenized_batches(data, tokenizer, **kw)
+            # What the trainer runs (`TrainConfig.pack`): texts packed into rows of --seq.
+            batch_sets[f"{name}_packed"] = tr.tokenized_batches(
+                data, tokenizer, **kw, pack=True, row_multiple=args.chunk
             )
-    shares = {name: tr.token_shares(b[0], args.chunk) for name, b in batch_sets.items()}
+    shares = {
+        name: tr.token_shares(batch_sets[name][0], args.chunk, batch_sets[f"{name}_packed"][0])
+        for name in ("full", "natural")
+        if name in batch_sets
+    }
     log(f"token shares: {shares}")
     contenders, info = {}, {}
     ours32, info["ours_float32"] = ours(args, batch_sets, "float32")
@@ -250,10 +253,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.bf16:
         ours16, info["ours_bfloat16"] = ours(args, {"full": batch_sets["full"]}, "bfloat16")
         contenders["ours_bfloat16"] = ours16["full"]
-    theirs, info["sentence_transformers_float32"] = peer(args, batch_sets)
+    unpacked = {n: b for n, b in batch_sets.items() if not n.endswith("_packed")}
+    theirs, info["sentence_transformers_float32"] = peer(args, unpacked)
     contenders["sentence_transformers_float32"] = theirs["full"]
     if args.natural:
         contenders["ours_float32_natural"] = ours32["natural"]
+        contenders["ours_float32_natural_packed"] = ours32["natural_packed"]
         contenders["sentence_transformers_float32_natural"] = theirs["natural"]
     log("matmul rates ...")
     model_cfg = tr.load(MODEL)[0]
@@ -285,8 +290,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows = {}
     for name in names:
         med = float(np.median(times[name]))
-        data = "natural" if name.endswith("_natural") else "full"
-        share = shares[data]["trimmed_mini_batch_share"] if name.startswith("sentence") else 1.0
+        data = "natural" if "_natural" in name else "full"
+        # Tokens computed over the padded grid's: shares are real / computed tokens.
+        layout = "packed" if name.endswith("_packed") else "padded"
+        layout = "trimmed_mini_batch" if name.startswith("sentence") else layout
+        share = shares[data]["padded"] / shares[data][layout]
         rows[name] = {
             "data": data,
             **m.summarize(times[name]),
@@ -295,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "cpu_s": [round(c, 2) for c in cpu[name]],
             "grid_gflop_per_s": round(flops["hardware_flops"] / med / 1e9, 1),
             "computed_gflop_per_s": round(share * flops["hardware_flops"] / med / 1e9, 1),
-            **info[name.removesuffix("_natural")],
+            **info[name.removesuffix("_packed").removesuffix("_natural")],
         }
 
     def speedup(n: str, peer_name: str) -> dict[str, float]:
@@ -317,9 +325,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     if args.natural:
         ratios["ours_float32_over_sentence_transformers_natural"] = speedup(
+            "ours_float32_natural_packed", f"{st}_natural"
+        )
+        ratios["ours_float32_padded_over_sentence_transformers_natural"] = speedup(
             "ours_float32_natural", f"{st}_natural"
         )
-    ratios["target"] = ">= 1.5 (ours_float32 on full, examples/s)"
+    ratios["target"] = ">= 1.5 on full, >= 1.2 on natural (ours_float32, examples/s)"
     first = {
         n: rows[n]["first_step_loss"] for n in ("ours_float32", "ours_bfloat16", st) if n in rows
     }

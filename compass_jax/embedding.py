@@ -49,7 +49,10 @@ def pool(
 
 
 def l2_normalize(x: Float[Array, "b d"], eps: float = 1e-12) -> Float[Array, "b d"]:
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+    # The clamp inside the square root keeps the gradient finite at a zero vector (an empty
+    # segment of a packed training row), where the norm's own gradient is 0 / 0.
+    squares = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+    return x / jnp.sqrt(jnp.maximum(squares, eps * eps))
 
 
 def truncate(x: Float[Array, "b d"], dim: int | None) -> Float[Array, "b e"]:

@@ -50,6 +50,9 @@ class TrainConfig:
     gradcache_chunk: Count | None = 64  # global rows per chunk; None embeds the batch at once
     loss_block: tuple[Count, Count] = (128, 1024)  # tiles of the sharded loss
     dropout: bool = False  # use the model's hidden dropout during training
+    # Pack several texts into each row of a tower (`data.packing`): the same loss up to rounding
+    # with a fraction of the padding; False pads every text to its tower's length.
+    pack: bool = True
     # Speed knobs: the same training up to rounding (benchmarks/gpu_suite.py measures them).
     attention: Literal["xla", "cudnn"] | None = None  # cudnn: fused flash attention (GPU, bf16)
     cast_params: bool = False  # cast matmul kernels to `dtype` once per step, not at every use
@@ -67,13 +70,13 @@ class TrainConfig:
 
 
 # Fields a resumed run may change: how long it runs, how it logs and keeps checkpoints, and how
-# the same computation is laid out (mesh, GradCache chunks, loss tiles, the speed knobs: equal
-# results up to float rounding). Anything else changes what the run computes, so a workdir
+# the same computation is laid out (mesh, GradCache chunks, loss tiles, packing, the speed knobs:
+# equal results up to float rounding). Anything else changes what the run computes, so a workdir
 # refuses it. `steps` may grow: the schedule then decays over the new total from the restored
 # step.
 RESUMABLE_FIELDS = (
     "steps", "log_every", "checkpoint_every", "keep_checkpoints", "mesh", "gradcache_chunk",
-    "loss_block", "attention", "cast_params", "remat", "xla_options",
+    "loss_block", "attention", "cast_params", "remat", "xla_options", "pack",
 )  # fmt: skip
 
 

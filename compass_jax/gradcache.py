@@ -13,6 +13,10 @@ devices is viewed as `[s, k, c, ...]` and chunk `j` is `[:, j]`, so each device 
 own rows per step and no chunk ever lives on a single device. Towers of one row shape (queries,
 positives and negatives of one length) run as one scan over all their chunks, so the program
 holds one copy of the model per shape rather than per tower.
+
+A tower is a tuple of arrays with rows first (token ids, segment ids, ...): every array is cut
+into the same chunks and `embed_fn(params, *arrays, key)` embeds one chunk's rows, returning
+`[c, ...]` (one vector per row, or per packed text of a row).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-EmbedFn = Callable[[Any, jax.Array, jax.Array, jax.Array | None], Float[Array, "n e"]]
-Towers = Mapping[str, tuple[Int[Array, "n l"], Int[Array, "n l"]]]
+EmbedFn = Callable[..., Float[Array, "n ..."]]  # (params, *tower arrays, key) -> embeddings
+Tower = tuple[Int[Array, "n ..."], ...]
+Towers = Mapping[str, Tower]
 
 
 def to_chunks(x: jax.Array, shards: int, chunk: int) -> jax.Array:
@@ -54,61 +59,51 @@ def _chunk_keys(key: jax.Array | None, k: int):
     return None if key is None else jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(k))
 
 
-def _scan_embed(embed_fn: EmbedFn, params: Any, ids_c, mask_c, keys_c) -> Float[Array, "k c e"]:
+def _scan_embed(embed_fn: EmbedFn, params: Any, tower_c: Tower, keys_c) -> Float[Array, "k c ..."]:
     def body(_, xs):
-        i, m, k = xs
-        return None, embed_fn(params, i, m, k)
+        arrays, k = xs
+        return None, embed_fn(params, *arrays, k)
 
-    return jax.lax.scan(body, None, (ids_c, mask_c, keys_c))[1]
+    return jax.lax.scan(body, None, (tower_c, keys_c))[1]
 
 
-def _scan_vjp(embed_fn: EmbedFn, params: Any, ids_c, mask_c, ct_c, keys_c) -> Any:
+def _scan_vjp(embed_fn: EmbedFn, params: Any, tower_c: Tower, ct_c, keys_c) -> Any:
     def body(acc, xs):
-        i, m, ct, k = xs
-        _, pullback = jax.vjp(lambda p: embed_fn(p, i, m, k), params)
+        arrays, ct, k = xs
+        _, pullback = jax.vjp(lambda p: embed_fn(p, *arrays, k), params)
         (grad,) = pullback(ct.astype(jnp.float32))
         return jax.tree.map(lambda a, g: a + g.astype(jnp.float32), acc, grad), None
 
     # float32 sums whatever the params' dtype (a bf16 copy of the masters sums chunk gradients
     # in float32 all the same).
     zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params)
-    return jax.lax.scan(body, zeros, (ids_c, mask_c, ct_c, keys_c))[0]
+    return jax.lax.scan(body, zeros, (tower_c, ct_c, keys_c))[0]
+
+
+def _tower_chunks(tower: Tower, shards: int, chunk: int) -> Tower:
+    return tuple(to_chunks(x, shards, chunk) for x in tower)
 
 
 def chunked_embed(
-    embed_fn: EmbedFn,
-    params: Any,
-    ids: Int[Array, "n l"],
-    mask: Int[Array, "n l"],
-    key: jax.Array | None,
-    *,
-    chunk: int,
+    embed_fn: EmbedFn, params: Any, tower: Tower, key: jax.Array | None, *, chunk: int,
     shards: int = 1,
-) -> Float[Array, "n e"]:
+) -> Float[Array, "n ..."]:  # fmt: skip
     """Embeddings of all rows, `chunk` rows at a time (differentiable; under `stop_gradient`
     or outside `grad` no activations are kept)."""
-    ids_c, mask_c = to_chunks(ids, shards, chunk), to_chunks(mask, shards, chunk)
-    keys = _chunk_keys(key, ids_c.shape[0])
-    return from_chunks(_scan_embed(embed_fn, params, ids_c, mask_c, keys), shards)
+    tower_c = _tower_chunks(tower, shards, chunk)
+    keys = _chunk_keys(key, tower_c[0].shape[0])
+    return from_chunks(_scan_embed(embed_fn, params, tower_c, keys), shards)
 
 
 def chunked_vjp(
-    embed_fn: EmbedFn,
-    params: Any,
-    ids: Int[Array, "n l"],
-    mask: Int[Array, "n l"],
-    key: jax.Array | None,
-    cotangent: Float[Array, "n e"],
-    *,
-    chunk: int,
-    shards: int = 1,
-) -> Any:
+    embed_fn: EmbedFn, params: Any, tower: Tower, key: jax.Array | None,
+    cotangent: Float[Array, "n ..."], *, chunk: int, shards: int = 1,
+) -> Any:  # fmt: skip
     """`sum_j vjp(embed(chunk_j))(cotangent_j)`: the param gradient (float32), one chunk live
     at a time."""
-    ids_c, mask_c = to_chunks(ids, shards, chunk), to_chunks(mask, shards, chunk)
-    ct_c = to_chunks(cotangent, shards, chunk)
-    keys = _chunk_keys(key, ids_c.shape[0])
-    return _scan_vjp(embed_fn, params, ids_c, mask_c, ct_c, keys)
+    tower_c = _tower_chunks(tower, shards, chunk)
+    keys = _chunk_keys(key, tower_c[0].shape[0])
+    return _scan_vjp(embed_fn, params, tower_c, to_chunks(cotangent, shards, chunk), keys)
 
 
 def tower_keys(key: jax.Array | None, towers: Towers) -> dict[str, jax.Array | None]:
@@ -126,20 +121,19 @@ def _shape_groups(towers: Towers) -> list[list[str]]:
     the program, and of its compile time, for query/positive/negatives of one length)."""
     groups: dict[tuple, list[str]] = {}
     for name in sorted(towers):
-        ids, mask = towers[name]
-        groups.setdefault((ids.shape[1:], mask.shape[1:]), []).append(name)
+        groups.setdefault(tuple(x.shape[1:] for x in towers[name]), []).append(name)
     return list(groups.values())
 
 
 def _group_chunks(towers: Towers, names, keys, *, chunk: int, shards: int):
-    """The chunks of `names`' towers, tower after tower: `(ids, mask, keys, chunks per tower)`;
-    each chunk keeps the dropout key it has when its tower runs alone."""
-    ids = [to_chunks(towers[n][0], shards, chunk) for n in names]
-    mask = [to_chunks(towers[n][1], shards, chunk) for n in names]
-    counts = [x.shape[0] for x in ids]
+    """The chunks of `names`' towers, tower after tower: `(tower chunks, keys, chunks per
+    tower)`; each chunk keeps the dropout key it has when its tower runs alone."""
+    parts = [_tower_chunks(towers[n], shards, chunk) for n in names]
+    counts = [p[0].shape[0] for p in parts]
     chunk_keys = [_chunk_keys(keys[n], k) for n, k in zip(names, counts, strict=True)]
     keys_c = None if chunk_keys[0] is None else jnp.concatenate(chunk_keys)
-    return jnp.concatenate(ids), jnp.concatenate(mask), keys_c, counts
+    tower_c = tuple(jnp.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    return tower_c, keys_c, counts
 
 
 def embed_towers(embed_fn, params, towers: Towers, key, *, chunk: int, shards: int = 1):
@@ -147,10 +141,8 @@ def embed_towers(embed_fn, params, towers: Towers, key, *, chunk: int, shards: i
     keys = tower_keys(key, towers)
     out = {}
     for names in _shape_groups(towers):
-        ids_c, mask_c, keys_c, counts = _group_chunks(
-            towers, names, keys, chunk=chunk, shards=shards
-        )
-        embedded = _scan_embed(embed_fn, params, ids_c, mask_c, keys_c)
+        tower_c, keys_c, counts = _group_chunks(towers, names, keys, chunk=chunk, shards=shards)
+        embedded = _scan_embed(embed_fn, params, tower_c, keys_c)
         for name, part in zip(names, jnp.split(embedded, np.cumsum(counts)[:-1]), strict=True):
             out[name] = from_chunks(part, shards)
     return out
@@ -175,8 +167,8 @@ def gradcache_value_and_grad(
     keys = tower_keys(key, towers)
     grads = None
     for names in _shape_groups(towers):
-        ids_c, mask_c, keys_c, _ = _group_chunks(towers, names, keys, chunk=chunk, shards=shards)
+        tower_c, keys_c, _ = _group_chunks(towers, names, keys, chunk=chunk, shards=shards)
         ct_c = jnp.concatenate([to_chunks(emb_grads[n], shards, chunk) for n in names])
-        g = _scan_vjp(embed_fn, params, ids_c, mask_c, ct_c, keys_c)
+        g = _scan_vjp(embed_fn, params, tower_c, ct_c, keys_c)
         grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
     return (loss, aux), grads

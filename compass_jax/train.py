@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from compass_jax import embedding, optim, sharding, tree
 from compass_jax.config import ModelConfig
@@ -52,7 +52,7 @@ class StepSpec:
     compiler_options: tuple[tuple[str, Any], ...] = ()  # XLA options of this step's compile
 
 
-def _place(x: np.ndarray, s: NamedSharding) -> jax.Array:
+def place(x: np.ndarray, s: NamedSharding) -> jax.Array:
     """A global array from a host value every process holds (multi-host safe)."""
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, s, lambda index: x[index])
@@ -85,15 +85,15 @@ def init_state(params: Any, spec: StepSpec, mesh: Mesh, *, seed: int, min_elemen
     }
     shardings = state_shardings(abstract, mesh, min_elements)
     placed = jax.tree.map(
-        lambda x, s: _place(np.asarray(x, np.float32), s), params, shardings["params"]
+        lambda x, s: place(np.asarray(x, np.float32), s), params, shardings["params"]
     )
     trainable_placed = optim.split_trainable(spec.optim, placed)[0]
     opt_state = jax.jit(optimizer.init, out_shardings=shardings["opt_state"])(trainable_placed)
     state = {
         "params": placed,
         "opt_state": opt_state,
-        "step": _place(np.int32(0), shardings["step"]),
-        "rng": _place(np.asarray(jax.random.key_data(jax.random.key(seed))), shardings["rng"]),
+        "step": place(np.int32(0), shardings["step"]),
+        "rng": place(np.asarray(jax.random.key_data(jax.random.key(seed))), shardings["rng"]),
     }
     return state, shardings
 
@@ -102,9 +102,22 @@ def batch_shardings(mesh: Mesh) -> TrainBatch:
     return TrainBatch.filled(sharding.batch_sharding(mesh))
 
 
+def by_example(
+    segments: Float[Array, "r s e"], texts: Int[Array, "r s"], count: int
+) -> Float[Array, "n e"]:
+    """A tower's per-segment embeddings gathered into text order (`count` texts; a text in no
+    row, an empty hard-negative slot, gets zeros)."""
+    r, s, e = segments.shape
+    flat_texts = texts.reshape(r * s)
+    # where each text sits in the flat segments (r * s: nowhere); -1 entries are dropped.
+    where = jnp.full((count,), r * s, jnp.int32).at[jnp.where(flat_texts >= 0, flat_texts, count)]
+    where = where.set(jnp.arange(r * s, dtype=jnp.int32), mode="drop")
+    return segments.reshape(r * s, e).at[where].get(mode="fill", fill_value=0)
+
+
 def contrastive_batch(embs: dict[str, Float[Array, "n d"]], batch: TrainBatch) -> ContrastiveBatch:
-    """The loss's view of a batch: tower embeddings (`query`, `positive` `[b, d]`, `negatives`
-    `[b * g, d]`) with the batch's CAM metadata."""
+    """The loss's view of a batch: tower embeddings in example order (`query`, `positive` `[b,
+    d]`, `negatives` `[b * g, d]`) with the batch's CAM metadata."""
     b, g = batch.negative_valid.shape
     d = embs["query"].shape[-1]
     negatives = embs.get("negatives", jnp.zeros((b * g, d), jnp.float32))
@@ -121,15 +134,11 @@ def contrastive_batch(embs: dict[str, Float[Array, "n d"]], batch: TrainBatch) -
     )
 
 
-def _towers(batch: TrainBatch):
-    towers = {
-        "query": (batch.query_ids, batch.query_attention_mask),
-        "positive": (batch.positive_ids, batch.positive_attention_mask),
-    }
+def _towers(batch: TrainBatch) -> dict[str, tuple]:
+    """The step's towers, each `(ids [r, l], segment_ids [r, l], texts [r, s])`."""
+    towers = {"query": batch.tower("query"), "positive": batch.tower("positive")}
     if batch.num_negatives:
-        # [b, g, ld] -> [b * g, ld]: example-major, so each device's rows stay on it.
-        flat = lambda x: x.reshape(-1, x.shape[-1])
-        towers["negatives"] = (flat(batch.negative_ids), flat(batch.negative_attention_mask))
+        towers["negatives"] = batch.tower("negative")
     return towers
 
 
@@ -145,9 +154,12 @@ def loss_and_grads(spec: StepSpec, mesh: Mesh, trainable, frozen, batch: TrainBa
     when configured."""
     shards = mesh.devices.size
 
-    def embed_fn(p, ids, mask, k):
+    def embed_fn(p, ids, segment_ids, texts, k):
         params = optim.merge_trainable(p, frozen)
-        return embedding.embed(spec.model, params, ids, mask, pooling=spec.pooling, dropout_key=k)
+        return embedding.embed_segments(
+            spec.model, params, ids, segment_ids, segments=texts.shape[1], pooling=spec.pooling,
+            dropout_key=k,
+        )  # fmt: skip
 
     if spec.remat:
         embed_fn = jax.checkpoint(embed_fn, policy=getattr(jax.checkpoint_policies, spec.remat))
@@ -156,11 +168,15 @@ def loss_and_grads(spec: StepSpec, mesh: Mesh, trainable, frozen, batch: TrainBa
         # master's gradient (the cast is the identity on values).
         trainable = cast_kernels(trainable, spec.model.dtype)
 
-    def loss_fn(embs):
-        cb = contrastive_batch(embs, batch)
-        return cam_infonce_sharded(cb, spec.loss, mesh, block=spec.loss_block)
-
     towers = _towers(batch)
+    b, g = batch.negative_valid.shape
+    counts = {"query": b, "positive": b, "negatives": b * g}
+
+    def loss_fn(segment_embs):
+        embs = {n: by_example(e, towers[n][2], counts[n]) for n, e in segment_embs.items()}
+        return cam_infonce_sharded(contrastive_batch(embs, batch), spec.loss, mesh,
+                                   block=spec.loss_block)  # fmt: skip
+
     if spec.gradcache_chunk:
         return gradcache_value_and_grad(
             embed_fn, loss_fn, trainable, towers, key, chunk=spec.gradcache_chunk, shards=shards
@@ -168,7 +184,7 @@ def loss_and_grads(spec: StepSpec, mesh: Mesh, trainable, frozen, batch: TrainBa
 
     def full_loss(p):
         keys = tower_keys(key, towers)
-        return loss_fn({n: embed_fn(p, i, m, keys[n]) for n, (i, m) in towers.items()})
+        return loss_fn({n: embed_fn(p, *t, keys[n]) for n, t in towers.items()})
 
     out, grads = jax.value_and_grad(full_loss, has_aux=True)(trainable)
     return out, jax.tree.map(lambda g: g.astype(jnp.float32), grads)

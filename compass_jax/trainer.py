@@ -31,15 +31,10 @@ from compass_jax.resolve import load_model
 log = logging.getLogger(__name__)
 
 
-def _global_batch(local: TrainBatch, mesh, processes: int) -> TrainBatch:
-    """Each process contributes its rows; each field becomes one array sharded over the mesh."""
-    batch_sharding = sharding.batch_sharding(mesh)
-    return jax.tree.map(
-        lambda value: jax.make_array_from_process_local_data(
-            batch_sharding, value, (value.shape[0] * processes, *value.shape[1:])
-        ),
-        local,
-    )
+def _global_batch(host: TrainBatch, mesh) -> TrainBatch:
+    """The whole global batch, which every process holds, as arrays sharded over the mesh (a
+    packed tower's rows hold texts of any process's examples)."""
+    return jax.tree.map(lambda x: train.place(x, sharding.batch_sharding(mesh)), host)
 
 
 def _scalars(metrics: dict) -> dict[str, float]:
@@ -136,8 +131,8 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
         tic, examples, skipped = time.perf_counter(), 0, 0
         prefix = {role: settings.prompt_text(role) for role in ("query", "document")}
         for step in range(start, cfg.steps):
-            task, rows = reader.next_batch()
-            local = tokenize_batch(
+            task, rows = reader.next_global_batch()
+            host = tokenize_batch(
                 rows,
                 tokenizer,
                 query_prefix=prefix["query"],
@@ -145,8 +140,10 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
                 query_length=cfg.data.query_length,
                 document_length=cfg.data.document_length,
                 num_negatives=cfg.data.num_negatives,
+                pack=cfg.pack,
+                row_multiple=cfg.gradcache_chunk or training.mesh.devices.size,
             )
-            metrics = training.step(task, _global_batch(local, training.mesh, processes))
+            metrics = training.step(task, _global_batch(host, training.mesh))
             skipped = skipped + metrics["skipped"]  # on device: no sync per step
             examples += cfg.batch_size
             done = step + 1

@@ -89,9 +89,7 @@ def test_gradcache_with_dropout_replays_identical_masks():
 
     def direct(p):
         keys = tower_keys(key, towers)
-        embs = {
-            n: chunked_embed(_embed_fn, p, i, m, keys[n], chunk=4) for n, (i, m) in towers.items()
-        }
+        embs = {n: chunked_embed(_embed_fn, p, t, keys[n], chunk=4) for n, t in towers.items()}
         return _loss_fn(embs)
 
     (_, _), ref_grads = jax.jit(jax.value_and_grad(direct, has_aux=True))(params)
@@ -105,8 +103,8 @@ def test_gradcache_with_dropout_replays_identical_masks():
     ids, mask = towers["query"]
     ct = jnp.ones((B, CFG.hidden_size))
     vjp = jax.jit(functools.partial(chunked_vjp, _embed_fn, chunk=4))
-    same = vjp(params, ids, mask, key, ct)
-    shifted = vjp(params, ids, mask, jax.random.fold_in(key, 1), ct)
+    same = vjp(params, (ids, mask), key, ct)
+    shifted = vjp(params, (ids, mask), jax.random.fold_in(key, 1), ct)
     assert _max_abs(same, shifted) > 1e-4
 
 

@@ -47,19 +47,45 @@ def test_tokenize_batch_fills_every_field_from_the_records():
     batch = tokenize(rows)
     assert isinstance(batch, TrainBatch) and batch.num_negatives == 2
     assert batch.query_ids.shape == (4, 5) and batch.positive_ids.shape == (4, 7)
-    assert batch.negative_ids.shape == batch.negative_attention_mask.shape == (4, 2, 7)
+    # Unpacked: one row per text, negatives slot by slot (example * 2 + slot).
+    assert batch.negative_ids.shape == batch.negative_segment_ids.shape == (8, 7)
+    np.testing.assert_array_equal(batch.negative_texts[:, 0], [0, -1, 2, 3, 4, -1, 6, 7])
+    np.testing.assert_array_equal(batch.query_texts[:, 0], [0, 1, 2, 3])
     np.testing.assert_array_equal(batch.negative_valid, [[1, 0], [1, 1], [1, 0], [1, 1]])
     np.testing.assert_array_equal(batch.label, [r.label for r in rows])
     np.testing.assert_array_equal(batch.negative_label, [[0, -1], [1, 2], [2, -1], [-1, -1]])
     # An empty slot attends to nothing; a filled one to its tokens ("d: neg 1 b" is 4 words).
-    assert batch.negative_attention_mask[0, 1].sum() == 0
-    assert batch.negative_attention_mask[1, 1].sum() == 4
-    np.testing.assert_array_equal(batch.query_attention_mask[0], [1, 1, 1, 0, 0])
+    assert batch.negative_segment_ids[1].sum() == 0
+    assert batch.negative_segment_ids[3].sum() == 4
+    np.testing.assert_array_equal(batch.query_segment_ids[0], [1, 1, 1, 0, 0])
     assert batch.negative_hash.shape == (4, 2) and batch.query_hash.dtype == np.int32
     # No negatives at all: zero slots, the other fields unchanged.
     none = tokenize(rows, g=0)
-    assert none.negative_ids.shape == (4, 0, 7) and none.negative_label.shape == (4, 0)
+    assert none.negative_ids.shape == (0, 7) and none.negative_label.shape == (4, 0)
     np.testing.assert_array_equal(none.query_ids, batch.query_ids)
+
+
+def test_packed_towers_hold_every_text_once_with_its_own_tokens():
+    rows = records(16)
+    plain = tokenize(rows)
+    packed = tokenize_batch(rows, fake_tokenizer, query_prefix="q: ", document_prefix="d: ",
+                            query_length=8, document_length=16, num_negatives=2, pack=True,
+                            row_multiple=4)  # fmt: skip
+    wide = tokenize_batch(rows, fake_tokenizer, query_prefix="q: ", document_prefix="d: ",
+                          query_length=8, document_length=16, num_negatives=2)  # fmt: skip
+    assert plain.negative_ids.shape[0] == 32
+    for name in ("query", "positive", "negative"):
+        ids, seg, texts = packed.tower(name)
+        ref_ids, ref_seg, ref_texts = wide.tower(name)
+        assert ids.shape[0] % 4 == 0 and ids.shape[0] < ref_ids.shape[0], name
+        assert texts.shape[1] == ids.shape[1] // 4  # up to length / 4 texts per row
+        # every text of the unpacked tower, and no other, appears once, with its own tokens
+        assert sorted(texts[texts >= 0]) == sorted(ref_texts[ref_texts >= 0]), name
+        for r, k in zip(*np.nonzero(texts >= 0), strict=True):
+            t = texts[r, k]
+            np.testing.assert_array_equal(ids[r][seg[r] == k + 1], ref_ids[t][ref_seg[t] > 0])
+    assert packed.real_tokens()[0] == wide.real_tokens()[0]
+    assert packed.real_tokens()[1] < wide.real_tokens()[1] / 2
 
 
 def test_train_batch_round_trips_through_jit_shardings():
@@ -75,8 +101,8 @@ def test_train_batch_round_trips_through_jit_shardings():
         value = getattr(out, field.name)
         np.testing.assert_array_equal(value, getattr(local, field.name), err_msg=field.name)
         assert value.sharding.spec == PartitionSpec(("data", "fsdp")), field.name
-    # Each device holds the same examples' rows of every field: two examples per device.
-    for q, n in zip(out.query_ids.addressable_shards, out.negative_ids.addressable_shards,
+    # Each device holds the rows of the same examples' metadata fields: two examples each.
+    for q, n in zip(out.label.addressable_shards, out.negative_valid.addressable_shards,
                     strict=True):  # fmt: skip
         assert q.device == n.device and q.index[0] == n.index[0]
         assert q.index[0].stop - q.index[0].start == 2

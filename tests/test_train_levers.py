@@ -13,7 +13,7 @@ from tiny import batch, qwen3, randomize, save
 
 from compass_jax import embedding, sharding, train
 from compass_jax.config import ConfigError, ModelConfig
-from compass_jax.data.batch import TrainBatch
+from compass_jax.data.batch import TOWERS, TrainBatch
 from compass_jax.experiment import TrainConfig
 from compass_jax.interop import load_hf
 
@@ -66,10 +66,11 @@ def _setup(tmp_path, **config):
     b, length = 8, 9
     ids = lambda *shape: rng.integers(2, cfg.vocab_size, (b, *shape)).astype(np.int32)
     ones = lambda *shape: np.ones((b, *shape), np.int32)
+    tower = lambda: (ids(length), ones(length), np.arange(b, dtype=np.int32)[:, None])
+    parts = ("ids", "segment_ids", "texts")
     data = TrainBatch(
-        query_ids=ids(length), query_attention_mask=ones(length), positive_ids=ids(length),
-        positive_attention_mask=ones(length), negative_ids=ids(1, length),
-        negative_attention_mask=ones(1, length), negative_valid=np.ones((b, 1), bool),
+        **{f"{n}_{p}": x for n in TOWERS for p, x in zip(parts, tower(), strict=True)},
+        negative_valid=np.ones((b, 1), bool),
         label=np.full(b, -1, np.int32), negative_label=np.full((b, 1), -1, np.int32),
         query_hash=np.arange(b), positive_hash=np.arange(b) + b,
         negative_hash=np.arange(b)[:, None] + 2 * b,

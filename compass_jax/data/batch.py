@@ -2,13 +2,17 @@
 Masking needs, as one typed pytree.
 
 On the host its fields are numpy arrays (`tokenize_batch` makes them); in the training step they
-are global `jax.Array`s split over the batch axes of the mesh. Every field has the example axis
-first, so one sharding places the whole batch and each example's negatives sit on its device.
+are global `jax.Array`s split over the batch axes of the mesh, every field's first axis (rows of
+a tower, examples of the metadata) over all of them.
 
-Two kinds of mask, two names: `*_attention_mask` marks real tokens (1) against padding (0), per
-token; `negative_valid` marks which of an example's `g` hard-negative slots hold a negative
-(records carry 0..g of them). Letters: `b` examples, `g` hard-negative slots per example, `lq`
-query tokens, `ld` document tokens.
+Each of the three towers (queries, positives, hard negatives) is laid out as
+`compass_jax.data.packing` lays out inference batches: `*_ids[r, l]` token ids, `*_segment_ids[r,
+l]` (0 padding, k the row's k-th text) and `*_texts[r, s]`, the index of each row's k-th text
+(-1: none); for queries and positives the example, for negatives the slot `example * g + j`.
+Packed, a row holds several texts; unpacked, row i holds text i alone (`segment_ids` is then the
+attention mask and `texts` is `[[0], [1], ...]`). `negative_valid` marks which of an example's `g`
+hard-negative slots hold a negative (records carry 0..g of them). Letters: `b` examples, `g`
+hard-negative slots per example, `r` rows, `l` tokens per row, `s` texts per row.
 """
 
 from __future__ import annotations
@@ -16,18 +20,24 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import numpy as np
 from jaxtyping import Array, Bool, Int
+
+TOWERS = ("query", "positive", "negative")
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TrainBatch:
-    query_ids: Int[Array, "b lq"]
-    query_attention_mask: Int[Array, "b lq"]
-    positive_ids: Int[Array, "b ld"]
-    positive_attention_mask: Int[Array, "b ld"]
-    negative_ids: Int[Array, "b g ld"]
-    negative_attention_mask: Int[Array, "b g ld"]  # all 0 in an empty slot
+    query_ids: Int[Array, "rq lq"]
+    query_segment_ids: Int[Array, "rq lq"]
+    query_texts: Int[Array, "rq sq"]  # example index, -1 none
+    positive_ids: Int[Array, "rp ld"]
+    positive_segment_ids: Int[Array, "rp ld"]
+    positive_texts: Int[Array, "rp sd"]
+    negative_ids: Int[Array, "rn ld"]
+    negative_segment_ids: Int[Array, "rn ld"]
+    negative_texts: Int[Array, "rn sd"]  # slot index example * g + j, -1 none
     negative_valid: Bool[Array, "b g"]
     label: Int[Array, " b"]  # the example's class id; -1 unlabelled
     negative_label: Int[Array, "b g"]  # each hard negative's class id; -1 unlabelled
@@ -38,6 +48,15 @@ class TrainBatch:
     @property
     def num_negatives(self) -> int:
         return self.negative_valid.shape[1]
+
+    def tower(self, name: str) -> tuple:
+        """`(ids [r, l], segment_ids [r, l], texts [r, s])` of tower `name` (`TOWERS`)."""
+        return tuple(getattr(self, f"{name}_{part}") for part in ("ids", "segment_ids", "texts"))
+
+    def real_tokens(self) -> tuple[int, int]:
+        """`(real tokens, computed tokens)` over the towers (host arrays)."""
+        segments = [np.asarray(getattr(self, f"{n}_segment_ids")) for n in TOWERS]
+        return sum(int(np.count_nonzero(s)) for s in segments), sum(s.size for s in segments)
 
     @classmethod
     def filled(cls, value) -> TrainBatch:

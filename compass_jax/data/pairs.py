@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from compass_jax import jsonio
-from compass_jax.data.batch import TrainBatch
+from compass_jax.data import packing
+from compass_jax.data.batch import TOWERS, TrainBatch
 from compass_jax.data.text_hash import text_hash
 
 
@@ -92,6 +93,24 @@ def read_records(path: str | os.PathLike) -> list[PairRecord]:
     return records
 
 
+def _tower(
+    ids: np.ndarray, mask: np.ndarray, *, pack: bool, row_multiple: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(ids, segment_ids, texts)` of one tower from its padded `[n, l]` tokenisation: one text
+    per row, or packed into the fewest rows of `l` tokens, rounded up to a multiple of
+    `row_multiple` (a fixed shape: the step compiles once per row count seen)."""
+    n, length = ids.shape
+    if not pack:
+        texts = np.where(mask.any(1), np.arange(n), -1)[:, None]
+        return ids, mask, texts.astype(np.int32)
+    tokens = [row[m.astype(bool)] for row, m in zip(ids, mask, strict=True)]
+    layout = packing.Layout((length,), rows=1)
+    needed = len(packing.assign_rows([len(t) for t in tokens], layout))
+    rows = max(row_multiple, -(-needed // row_multiple) * row_multiple)
+    packed = packing.pack_fixed(tokens, dataclasses.replace(layout, rows=rows), pad_id=pad_id)
+    return packed.token_ids, packed.segment_ids, packed.texts.astype(np.int32)
+
+
 def tokenize_batch(
     records: Sequence[PairRecord],
     tokenizer,
@@ -101,16 +120,23 @@ def tokenize_batch(
     query_length: int,
     document_length: int,
     num_negatives: int,
+    pack: bool = False,
+    row_multiple: int = 1,
 ) -> TrainBatch:
-    """Fixed-shape arrays for one (local) batch; `num_negatives` slots per example, the ones a
-    record leaves empty padded and flagged in `negative_valid`."""
+    """One batch's arrays; `num_negatives` slots per example, the ones a record leaves empty
+    flagged in `negative_valid` (and in no row). Unpacked, every tower has one row per text,
+    padded to its length; `pack` puts several texts in a row (`data.packing`), each tower in a
+    multiple of `row_multiple` rows (the GradCache chunk, so chunks stay whole)."""
     b, g = len(records), num_negatives
+    pad_id = getattr(tokenizer, "pad_token_id", None) or 0
 
-    def encode(texts, length):
+    def encode(texts, length, valid=None):
         enc = tokenizer(
             texts, truncation=True, max_length=length, padding="max_length", return_tensors="np"
         )
-        return enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
+        ids, mask = enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
+        mask = mask if valid is None else mask * valid.reshape(-1, 1)
+        return _tower(ids, mask, pack=pack, row_multiple=row_multiple, pad_id=pad_id)
 
     def slots(values: tuple, fill) -> tuple:
         return (values + (fill,) * g)[:g]
@@ -118,22 +144,21 @@ def tokenize_batch(
     negatives = [slots(r.negatives, "") for r in records]
     labels = [slots(r.negative_labels, -1) for r in records]
     valid = np.array([[bool(n) for n in row] for row in negatives], bool).reshape(b, g)
-    q_ids, q_mask = encode([query_prefix + r.query for r in records], query_length)
-    p_ids, p_mask = encode([document_prefix + r.positive for r in records], document_length)
+    query = encode([query_prefix + r.query for r in records], query_length)
+    positive = encode([document_prefix + r.positive for r in records], document_length)
     if g:
         flat = [document_prefix + n if n else "" for row in negatives for n in row]
-        n_ids, n_mask = encode(flat, document_length)
-        n_ids = n_ids.reshape(b, g, document_length)
-        n_mask = n_mask.reshape(b, g, document_length) * valid[..., None]
+        negative = encode(flat, document_length, valid)
     else:
-        n_ids = n_mask = np.zeros((b, 0, document_length), np.int32)
+        zeros = np.zeros((0, document_length), np.int32)
+        negative = zeros, zeros, np.zeros((0, positive[2].shape[1]), np.int32)
+    towers = {
+        f"{name}_{part}": array
+        for name, tower in zip(TOWERS, (query, positive, negative), strict=True)
+        for part, array in zip(("ids", "segment_ids", "texts"), tower, strict=True)
+    }
     return TrainBatch(
-        query_ids=q_ids,
-        query_attention_mask=q_mask,
-        positive_ids=p_ids,
-        positive_attention_mask=p_mask,
-        negative_ids=n_ids,
-        negative_attention_mask=n_mask.astype(np.int32),
+        **towers,
         negative_valid=valid,
         label=np.array([r.label for r in records], np.int32),
         negative_label=np.array(labels, np.int32).reshape(b, g),
