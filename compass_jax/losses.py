@@ -16,6 +16,12 @@ example) and, optionally, every other query. Candidate `c` is removed from `i`'s
   - duplicate: `c`'s text hash equals the hash of `i`'s positive;
   - margin:    `s(i, c) > s(i, +) + margin`, when a margin is set (likely false negatives).
 The optional symmetric term scores each positive against all queries with the same masks.
+
+Masked shares (step metrics): of the considered pairs (each anchor against every valid in-batch
+negative: other examples' positives, every hard negative, other queries with `query_query`; the
+true positive never counts), `masked_class`, `masked_duplicate` and `masked_margin` are the shares
+each kind removes, counted separately (a pair removed for two reasons counts under both), and
+`masked_any` the share removed for any reason (each pair once); `masked_total` is its count.
 """
 
 from __future__ import annotations
@@ -260,6 +266,7 @@ def _finish(sums: dict[str, jax.Array], b: int) -> tuple[jax.Array, dict[str, ja
         "masked_class": sums["class"] / considered,
         "masked_duplicate": sums["duplicate"] / considered,
         "masked_margin": sums["margin"] / considered,
+        "masked_any": (sums["considered"] - sums["neg_count"]) / considered,
         "masked_total": sums["considered"] - sums["neg_count"],
     }
     return metrics["loss"], metrics

@@ -17,6 +17,7 @@ from compass_jax.eval.compare import family
 from compass_jax.eval.runner import MAIN_SCORE
 from compass_jax.interop import load_hf
 from compass_jax.resolve import resolve_model
+from compass_jax.workflows.demo.report import masked_shares
 
 pytest.importorskip("tensorflow_datasets")
 
@@ -56,7 +57,8 @@ def test_report_covers_every_model_suite_and_language(demo):
     text = (out / "report.md").read_text()
     for heading in ("## Checks", "### search (retrieval)", "### category (classification)",
                     "### clustering (clustering)", "### xling (bitext)",
-                    "## FP8 export vs bf16 export: score differences"):  # fmt: skip
+                    "## FP8 export vs bf16 export: score differences",
+                    "## CAM masks during training"):  # fmt: skip
         assert heading in text
     assert all(f"| {lang} |" in text for lang in langs)
     for png in ("training.png", "sweep/sweep.png"):
@@ -129,3 +131,16 @@ def test_second_run_resumes(demo, capsys):
     for label in ("base", "CAM", "no-CAM"):
         assert second["scores"][label] == first["scores"][label]
     assert "results:" in capsys.readouterr().out
+
+
+def test_masked_shares_table_averages_each_arm_and_task():
+    step = lambda task, c, d, m, a: {"task": task, "masked_class": c, "masked_duplicate": d,
+                                     "masked_margin": m, "masked_any": a}  # fmt: skip
+    histories = {"CAM": [step("cat", 0.1, 0.0, 0.0, 0.1), step("cat", 0.3, 0.1, 0.0, 0.3),
+                         step("search", 0.0, 0.02, 0.0, 0.02)],
+                 "no CAM": [{"task": "cat", "loss": 1.0}]}  # fmt: skip
+    lines = masked_shares(histories)
+    assert "| CAM | cat | 2 | 0.200 | 0.050 | 0.000 | 0.200 |" in lines
+    assert "| CAM | search | 1 | 0.000 | 0.020 | 0.000 | 0.020 |" in lines
+    assert not any(line.startswith("| no CAM") for line in lines)  # no mask metrics logged
+    assert masked_shares({"no CAM": []}) == []

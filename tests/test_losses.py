@@ -160,3 +160,38 @@ def test_same_class_pair_on_different_devices_is_masked():
     np.testing.assert_allclose(loss, ref_loss, atol=1e-6)
     unmasked, _ = cam_infonce(batch, dataclasses.replace(settings, class_mask=False))
     assert abs(float(loss) - float(unmasked)) > 1e-4
+
+
+def test_masked_shares_by_kind_match_a_hand_count():
+    """3 examples, 1 hard negative each, 2-d unit vectors with scores read off by hand
+    (e1 = (1, 0), e2 = (0, 1), u = (.6, .8), w = (.8, .6)): q = e1, e2, w; d = u, w, e2; n = e2,
+    e1, u. Labels 0, 0, 1; hard-negative labels 1, -1, 0; n0 has d2's text. Margin 0.1.
+
+    q0 (s+ = .6): class d1, n2 (label 0, other examples'); margin d1 (.8), n1 (1.0).
+    q1 (s+ = .6): class d0, n2; margin d0 (.8), d2 (1.0), n0 (1.0), n2 (.8).
+    q2 (s+ = .6): class n0 (label 1, example 0's); duplicate n0 (d2's text); margin d0 (.96),
+    d1 (1.0), n1 (.8), n2 (.96: its own hard negative, which the class mask keeps).
+    Considered: 5 candidates per anchor, 15 pairs; class 5, duplicate 1, margin 10, any 12
+    (q0: 3, q1: 4, q2: 5); kept besides the positive: q0 {d2, n0}, q1 {n1}, q2 none."""
+    e1, e2, u, w = [1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6]
+    f = lambda *v: jnp.asarray(v, jnp.float32)
+    batch = ContrastiveBatch(
+        query=f(e1, e2, w), positive=f(u, w, e2), negatives=f([e2], [e1], [u]),
+        negative_valid=jnp.ones((3, 1), bool), label=jnp.asarray([0, 0, 1], jnp.int32),
+        negative_label=jnp.asarray([[1], [-1], [0]], jnp.int32),
+        query_hash=jnp.asarray([10, 11, 12], jnp.int32),
+        positive_hash=jnp.asarray([20, 21, 22], jnp.int32),
+        negative_hash=jnp.asarray([[22], [31], [32]], jnp.int32),
+    )  # fmt: skip
+    tau = 0.5
+    settings = LossSettings(temperature=tau, margin=0.1)
+    expected = {"masked_class": 5 / 15, "masked_duplicate": 1 / 15, "masked_margin": 10 / 15,
+                "masked_any": 12 / 15, "masked_total": 12.0}  # fmt: skip
+    # log(e^{s+/tau} + sum of kept e^{s/tau}) - s+/tau, by hand: q0 keeps d2, n0 (scores 0).
+    lse = lambda *scores: np.log(np.sum(np.exp(np.array(scores) / tau)))
+    loss = np.mean([lse(0.6, 0.0, 0.0), lse(0.6, 0.0), lse(0.6)]) - 0.6 / tau
+    for fn in (cam_infonce, lambda b, s: cam_infonce_tiled(b, s, block=(1, 3))):
+        value, metrics = fn(batch, settings)
+        np.testing.assert_allclose(float(value), loss, rtol=1e-6)
+        for name, share in expected.items():
+            np.testing.assert_allclose(float(metrics[name]), share, rtol=1e-6, err_msg=name)

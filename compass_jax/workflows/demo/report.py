@@ -100,6 +100,29 @@ def plot_training(histories: dict[str, list[dict]], path: str) -> None:
 
 
 _VERDICT = {"yes": "yes", "no": "**no**", "not shown": "not shown"}
+MASK_KINDS = ("class", "duplicate", "margin", "any")
+
+
+def masked_shares(histories: dict[str, list[dict]]) -> list[str]:
+    """Per training arm and task, the mean over logged steps of the share of in-batch candidate
+    pairs each CAM mask removed (`compass_jax.losses`: kinds counted separately, "any" once)."""
+    rows = []
+    for arm, history in histories.items():
+        by_task: dict[str, list[dict]] = {}
+        for record in history:
+            if "masked_any" in record:
+                by_task.setdefault(str(record.get("task", "default")), []).append(record)
+        for task, records in sorted(by_task.items()):
+            means = [sum(r[f"masked_{k}"] for r in records) / len(records) for k in MASK_KINDS]
+            rows.append(f"| {arm} | {task} | {len(records)} | "
+                        + " | ".join(f"{m:.3f}" for m in means) + " |")  # fmt: skip
+    if not rows:
+        return []
+    return ["## CAM masks during training", "",
+            "Share of in-batch (anchor, candidate) pairs each mask removed, mean over logged "
+            "steps; a pair removed for two reasons counts under both, `any` counts it once.", "",
+            "| arm | task | steps | class | duplicate | margin | any |",
+            "|---|---|---|---|---|---|---|", *rows, ""]  # fmt: skip
 
 
 def _fp8_sections(report: dict[str, Any]) -> list[str]:
@@ -150,6 +173,7 @@ def write_report(out: str, report: dict[str, Any]) -> str:
         summary_table(by_suite("general")),
         family_tables(by_suite("general")),
         *_fp8_sections(report),
+        *masked_shares(report.get("histories", {})),
         "## FP8 export vs bf16 export (embedding cosine)",
         "",
         "| lang | texts | mean | min |",
