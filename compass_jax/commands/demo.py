@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from compass_jax.resolve import DEFAULT_MODEL
-from compass_jax.workflows.demo import SIZES, run_demo
+from compass_jax.workflows.demo import EXPERIMENTS, SIZES, run_demo
 
 HELP = "run the whole system end to end on the bundled data and the default model (offline)"
 
@@ -21,9 +21,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/demo", help="working and results directory")
     p.add_argument("--devices", type=int, default=8, help="simulated CPU devices of the mesh")
     p.add_argument("--fresh", action="store_true", help="delete --out first (no resuming)")
-    p.add_argument("--seed", type=int, default=0, help="catalog, split and training seed")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="catalog and split seed (the test items), and the first training seed",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="training runs per arm, run s with seed --seed + s (default: the size's)",
+    )
+    p.add_argument(
+        "--experiment",
+        action="append",
+        choices=EXPERIMENTS,
+        default=[],
+        help="also run an experiment: cam-density (CAM minus no-CAM by the batches' "
+        "same-class share)",
+    )
+    p.add_argument(
+        "--readme",
+        metavar="README.md",
+        help="rewrite this README's demo block (and docs/demo figures) from the run",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     return run_demo(args.size, model=args.model, out=args.out, devices=args.devices,
-                    fresh=args.fresh, seed=args.seed)  # fmt: skip
+                    fresh=args.fresh, seed=args.seed, seeds=args.seeds,
+                    experiments=args.experiment, readme=args.readme)  # fmt: skip
