@@ -211,3 +211,18 @@ def test_second_run_resumes_adds_the_density_experiment_and_writes_the_readme(
         assert (tmp_path / "docs" / "demo" / name).read_bytes()[:4] == b"\x89PNG"
     table = next(line for line in text.splitlines() if line.startswith("| trained (CAM)"))
     assert table in written
+
+
+def test_bad_arguments_fail_before_any_stage_with_one_line(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no demo block here\n")
+    out = tmp_path / "out"
+    for extra, message in (
+        (["--readme", str(readme)], f"--readme {readme}: needs one line"),
+        (["--readme", str(tmp_path / "missing.md")], "missing.md: No such file"),
+        (["--seeds", "0"], "--seeds must be at least 1"),
+    ):
+        assert cli.main(["demo", "--size", "tiny", "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert not out.exists()  # nothing was started
