@@ -71,6 +71,11 @@ def run_density(
     trained = experiment_size(size)
     scores = SuiteScores({"classes": class_suite(suite)}, cache_dir=cache_dir)
     stages, results, masked = Stages(), {}, {}
+
+    def train_and_score(cfg, workdir: str) -> dict:
+        train(cfg, workdir)
+        return scores.results(workdir)["classes"]
+
     for share in d.shares:
         density = {task: share for task in CLASS_TASKS}
         for s in range(d.seeds):
@@ -80,7 +85,7 @@ def run_density(
                 workdir = run_dir(root, label, s, prefix=f"share{share:g}")
                 scored = stages.run(
                     f"share {share:g}, {label} seed {s}: train + evaluate",
-                    lambda cfg=cfg, w=workdir: (train(cfg, w), scores.results(w)["classes"])[1],
+                    lambda cfg=cfg, workdir=workdir: train_and_score(cfg, workdir),
                 )
                 results.setdefault(share, {}).setdefault(label, []).append(scored)
                 if cam:
