@@ -1,8 +1,8 @@
-"""Shared helpers of the benchmarks: the machine description, waiting for a quiet machine, CPU
-contention during a timed section, timers and the JSON report. The training benchmarks' harness
-(synthetic pairs, the trainer's step, FLOP counts) is `_training`.
+"""Shared helpers of the benchmarks: the machine description, pinning threads, waiting for a
+quiet machine, CPU contention during a timed section, timers and the JSON report. The training
+benchmarks' harness (synthetic pairs, the trainer's step, FLOP counts) is `_training`.
 
-Not a benchmark itself; the `train_*.py` scripts import it (it lives next to them, so running
+Not a benchmark itself; the scripts import it (it lives next to them, so running
 `python benchmarks/<script>.py` from the repository root finds both it and `compass_jax`).
 """
 
@@ -76,6 +76,19 @@ def add_quiet_arguments(p) -> None:
     p.add_argument("--out", default=None, help="also write the JSON here")
 
 
+def pin_threads(threads: int | None) -> str:
+    """Restrict the process to `threads` CPUs before JAX starts (XLA sizes its thread pool from
+    the schedulable CPUs); says what it did, for the report. None or enough threads: no change."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads is None or threads >= len(cpus):
+        return (
+            f"threads ({threads or len(cpus)}) >= schedulable CPUs ({len(cpus)}): no affinity "
+            "change; XLA's CPU client uses one intra-op thread per schedulable CPU"
+        )
+    os.sched_setaffinity(0, cpus[:threads])
+    return f"process pinned to CPUs {cpus[:threads]} (sched_setaffinity) so XLA uses {threads}"
+
+
 def wait_for_quiet(max_load: float | None, max_wait_s: float, log: Callable[[str], None]):
     """Sleep until the 1-minute load average drops below `max_load` (None: do not wait).
     Returns what happened, for the report; never fails (a busy machine is reported, not fatal)."""
@@ -110,6 +123,7 @@ def contention_since(start: tuple[float, float, float, float]) -> dict[str, floa
     all CPUs' time: well above 0 means the timings were disturbed by other work."""
     end = cpu_snapshot()
     wall, busy, steal, own = (b - a for a, b in zip(start, end, strict=True))
+    # /proc/stat counts every CPU of the machine, not only those this process may use.
     capacity = max(wall * (os.cpu_count() or 1), 1e-9)
     return {
         "wall_s": round(wall, 1),
@@ -117,6 +131,20 @@ def contention_since(start: tuple[float, float, float, float]) -> dict[str, floa
         "steal_share": round(steal / capacity, 3),
         "load_average_at_end": load_average(),
     }
+
+
+def wall_times(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """Wall seconds of `repeats` calls of `fn` (the caller warms up)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def gflops(flop: float, seconds: float) -> float:
+    return round(flop / seconds / 1e9, 2)
 
 
 class Timer:

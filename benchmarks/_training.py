@@ -280,9 +280,10 @@ class Harness:
         training = train.setup(cfg, model_cfg, params, pooling=pooling, mesh=mesh)
         return cls(training, training.specs["default"])
 
-    def with_chunk(self, chunk: int | None) -> Harness:
-        """The same state (shared, not copied) stepped with another GradCache chunk."""
-        return dataclasses.replace(self, spec=dataclasses.replace(self.spec, gradcache_chunk=chunk))
+    def with_spec(self, **changes: Any) -> Harness:
+        """The same state (shared, not copied) stepped with another spec: `changes` replace
+        `StepSpec` fields (`gradcache_chunk`, `cast_params`, `model`, ...)."""
+        return dataclasses.replace(self, spec=dataclasses.replace(self.spec, **changes))
 
     @property
     def state(self):
@@ -304,12 +305,16 @@ class Harness:
         seconds = time.perf_counter() - tic
         return {"compile_s": round(seconds, 2), **xla_memory(compiled)}
 
+    def dispatch(self, batch):
+        """One step, not waited for (state updated in place); its metrics (device arrays)."""
+        return self.training.run(self.spec, batch)
+
     def run(self, batch) -> tuple[float, dict[str, float]]:
         """One step (state updated in place); `(wall seconds, scalar metrics)`."""
         import jax
 
         tic = time.perf_counter()
-        metrics = self.training.run(self.spec, batch)
+        metrics = self.dispatch(batch)
         jax.block_until_ready((self.training.state, metrics))
         seconds = time.perf_counter() - tic
         return seconds, {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -1,9 +1,11 @@
-"""Records per second for each data-pipeline stage on this machine, and for the readers.
+"""Records per second of the data build, the in-process runner against the Beam pipeline on
+Beam's local runner (same config, same bytes out: checked), for each stage, and for the readers.
 
-Builds the bundled catalog at a chosen size with the offline template generator, then reads
-the result: `MixtureReader` over TFDS (random access, decode per batch) against `PairReader`
-over the same records exported to JSONL (all in memory), and length-bucketed tokenisation
-against fixed-length padding. Prints one JSON object. Never gates CI on wall-clock time.
+Builds the bundled catalog at a chosen size with the offline template generator, with each
+runner, then reads the result: `MixtureReader` over TFDS (random access, decode per batch)
+against `PairReader` over the same records exported to JSONL (all in memory), and
+length-bucketed tokenisation against fixed-length padding. Prints one JSON object with the
+machine and the CPU share other processes took. Never gates CI on wall-clock time.
 
   python benchmarks/data_throughput.py --groups 2000 --partitions 4
 """
@@ -11,15 +13,13 @@ against fixed-length padding. Prints one JSON object. Never gates CI on wall-clo
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
-import pathlib
-import platform
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import _machine
 
 # What each stage's report counts as the records it processed.
 ITEMS = {
@@ -32,6 +32,7 @@ ITEMS = {
     "dedup": "in",
     "embed": "records",
     "mine": "records",
+    "write": "records",
 }
 
 
@@ -39,8 +40,6 @@ def stage_rates(report: dict) -> dict:
     out = {}
     for stage, r in report.items():
         n = r.get(ITEMS.get(stage, ""), 0)
-        if stage == "write":
-            n = sum(sum(s.values()) for s in r.get("shards", {}).values())
         seconds = r.get("seconds", 0.0)
         out[stage] = {
             "items": n,
@@ -108,19 +107,32 @@ def bucketing(out: str, batch_size: int, steps: int) -> dict | None:
     }
 
 
+def identical(a: str, b: str) -> bool:
+    """The two builds' datasets, index, labels and card are the same bytes."""
+    names = ["datasets.json", "labels.json", "card.json", "card.md"]
+    for root, _, files in os.walk(os.path.join(a, "tfds")):
+        names += [os.path.relpath(os.path.join(root, f), a) for f in files]
+    return all(filecmp.cmp(os.path.join(a, n), os.path.join(b, n), shallow=False) for n in names)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--groups", type=int, default=2000, help="product groups in the catalog")
     p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--teacher", default="hashing", help="mining teacher (hashing or a model)")
-    p.add_argument("--out", default=None, help="build directory (default: a temporary one)")
+    p.add_argument("--teacher", default="hashing", help="mining teacher (auto, hashing, a model)")
+    p.add_argument("--runners", nargs="+", default=["local", "beam"], choices=["local", "beam"])
+    p.add_argument("--beam-options", default="", help="e.g. --direct_num_workers=2")
+    p.add_argument("--dir", default=None, help="build directories go here (default: temporary)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=50)
+    _machine.add_quiet_arguments(p)
     args = p.parse_args()
     from pipelines import build
     from pipelines.config import load_config
 
-    out = args.out or tempfile.mkdtemp(prefix="compass-data-bench-")
+    log = _machine.logger("data_throughput")
+    _machine.wait_for_quiet(args.max_load, args.max_wait_s, log)
+    root = args.dir or tempfile.mkdtemp(prefix="compass-data-bench-")
     cfg = load_config(
         None,
         [
@@ -129,23 +141,46 @@ def main() -> None:
             f"mining.teacher={args.teacher}",
         ],
     )
-    tic = time.perf_counter()
-    build.run(cfg, out, progress=False)
-    total = time.perf_counter() - tic
-    with open(os.path.join(out, "report.json")) as f:
-        report = json.load(f)
+    start = _machine.cpu_snapshot()
     result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": _machine.machine_info(with_torch=False),
         "catalog_groups": args.groups,
         "partitions": args.partitions,
         "teacher": args.teacher,
-        "build_seconds": round(total, 1),
-        "stages": stage_rates(report),
-        "readers_records_per_second": reader_rates(out, args.batch_size, args.steps),
-        "tokenization": bucketing(out, 64, 20),
-        "out": out,
+        "runners": {},
     }
-    print(json.dumps(result, indent=1))
+    for runner in args.runners:
+        out = os.path.join(root, runner)
+        log(f"building with the {runner} runner into {out}")
+        with _machine.Timer() as t:
+            build.run(cfg, out, runner=runner, beam_options=args.beam_options.split(),
+                      progress=False)  # fmt: skip
+        with open(os.path.join(out, "datasets.json")) as f:
+            records = sum(sum(c["records"].values()) for c in json.load(f)["tasks"].values())
+        result["runners"][runner] = {
+            "seconds": round(t.wall, 1),
+            "cpu_seconds": round(t.cpu, 1),
+            "output_records": records,
+            "records_per_second": round(records / t.wall, 1),
+        }
+    runs = result["runners"]
+    if {"local", "beam"} <= set(runs):
+        result["beam_over_local_records_per_second"] = round(
+            runs["beam"]["records_per_second"] / runs["local"]["records_per_second"], 3
+        )
+        result["byte_identical"] = identical(
+            os.path.join(root, "local"), os.path.join(root, "beam")
+        )
+    first = os.path.join(root, args.runners[0])
+    with open(os.path.join(first, "report.json")) as f:
+        report = json.load(f)
+    if args.runners[0] == "local":
+        result["stages"] = stage_rates(report)
+    result["readers_records_per_second"] = reader_rates(first, args.batch_size, args.steps)
+    result["tokenization"] = bucketing(first, 64, 20)
+    result["contention"] = _machine.contention_since(start)
+    result["out"] = root
+    _machine.emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from compass_jax import jsonio
+
 
 def _dir_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
@@ -137,7 +139,7 @@ def main() -> dict:
             result["export_time_ratio_bf16_vs_peer"] = round(bf16["export_seconds"] / seconds, 2)
         except ImportError as e:
             result["peer_transformers_save_pretrained_bf16"] = {"skipped": str(e)}
-    text = json.dumps(result, indent=2)
+    text = jsonio.dumps(result, indent=2)
     print(text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:

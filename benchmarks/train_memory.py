@@ -58,6 +58,8 @@ import _machine as m
 import _training as tr
 import numpy as np
 
+from compass_jax import jsonio
+
 log = m.logger("train_memory")
 GIB, MIB = 2**30, 2**20
 
@@ -327,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
             result = child(job)
         except Exception as e:  # an OOM on a GPU lands here; the parent reads it
             result = {"error": f"{type(e).__name__}: {str(e)[:2000]}"}
-        print(json.dumps(result), flush=True)
+        print(jsonio.dumps(result), flush=True)
         return None
 
     quiet = m.wait_for_quiet(args.max_load, args.max_wait_s, log)

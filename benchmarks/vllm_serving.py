@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from compass_jax import jsonio
 
 
 def skip_reason() -> str | None:
@@ -92,7 +93,7 @@ def main() -> dict:
     reason = skip_reason()
     if reason:
         result = {"benchmark": "vllm_serving", "skipped": reason}
-        print(json.dumps(result))
+        print(jsonio.dumps(result))
         return result
 
     import jax
@@ -137,7 +138,7 @@ def main() -> dict:
         result["fp8_speedup_vs_bf16"] = round(
             result["vllm_fp8"]["texts_per_s"] / result["vllm_bf16"]["texts_per_s"], 3
         )
-    print(json.dumps(result, indent=2))
+    print(jsonio.dumps(result, indent=2))
     return result
 
 

@@ -13,22 +13,42 @@ mid-save leaves the previous checkpoint as the latest.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import pathlib
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from compass_jax import jsonio
-from compass_jax.atomic import atomic_path
+from compass_jax import configio, jsonio
 from compass_jax.config import ModelConfig
 
 RUN_FILE = "run.json"
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint that orbax cannot read (incomplete, corrupted, or of another shape)."""
+
+
+@contextlib.contextmanager
+def _reading(workdir: str, step: int) -> Iterator[None]:
+    """Whatever orbax raises on a damaged or mismatched checkpoint (KeyError, a tensorstore
+    ValueError, a shape mismatch, ...) as one error naming the checkpoint; the original is
+    chained (`--verbose` shows it)."""
+    try:
+        yield
+    except Exception as e:
+        where = os.path.join(os.path.abspath(workdir), "checkpoints", str(step))
+        message = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointReadError(
+            f"{where}: cannot read this checkpoint ({type(e).__name__}: {message[:300]}); it "
+            "is incomplete or damaged, or does not fit this config"
+        ) from e
 
 
 def _manager(workdir: str, keep: int = 3, *, read_only: bool = False) -> ocp.CheckpointManager:
@@ -49,6 +69,7 @@ def _manager(workdir: str, keep: int = 3, *, read_only: bool = False) -> ocp.Che
 
 class Checkpointer:
     def __init__(self, workdir: str, keep: int = 3):
+        self.workdir = workdir
         self.manager = _manager(workdir, keep)
 
     def latest_step(self) -> int | None:
@@ -63,25 +84,42 @@ class Checkpointer:
         )
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-        """State placed like `abstract_state` (ShapeDtypeStructs carrying shardings)."""
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
-            ),
-        )
-        return restored["state"], dict(restored["data"])
+        """State placed like `abstract_state` (ShapeDtypeStructs carrying shardings); a
+        checkpoint of other shapes is refused before orbax reads anything (a failed orbax read
+        leaves its async reads to fail noisily after the program has reported the error)."""
+        with _reading(self.workdir, step):
+            stored = _shapes(self.manager.item_metadata(step)["state"])
+            wanted = _shapes(abstract_state)
+            differ = [f"{k}: stored {stored.get(k)}, this config {v}"
+                      for k, v in wanted.items() if stored.get(k) != v]  # fmt: skip
+            if differ or len(stored) != len(wanted):
+                more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
+                raise ValueError("shapes differ: " + "; ".join(differ[:3]) + more)
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+                ),
+            )
+            return restored["state"], dict(restored["data"])
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
 
 
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """`{"opt_state.1.0.mu.layers.0...": shape}`: dotted paths, as orbax names stored arrays
+    (a namedtuple's field and a stored dict's key read alike)."""
+    name = lambda k: str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {".".join(map(name, path)): tuple(leaf.shape) for path, leaf in flat}
+
+
 def write_run_info(workdir: str, config_json: dict, model_dir: str, model: ModelConfig) -> None:
     info = {"config": config_json, "model_dir": os.path.abspath(model_dir),
             "model_config": dataclasses.asdict(model)}  # fmt: skip
-    with atomic_path(os.path.join(workdir, RUN_FILE)) as tmp, open(tmp, "w") as f:
-        json.dump(info, f, indent=2)
+    jsonio.write_json(os.path.join(workdir, RUN_FILE), info, indent=2)
 
 
 def is_workdir(path: str | os.PathLike) -> bool:
@@ -140,18 +178,23 @@ def load_checkpoint_params(
     """`(model config, host params, base model dir, step)` from a training workdir (latest
     step, unless `step` is given) or a checkpoint directory inside one."""
     workdir, step = find_checkpoint(path, step)
-    info = jsonio.read_json(os.path.join(workdir, RUN_FILE))
+    run_file = os.path.join(workdir, RUN_FILE)
+    info = jsonio.read_json(run_file)
     manager = _manager(workdir, read_only=True)
     # Restore onto this process's first device whatever mesh saved it: the reader (embed,
     # export, merge) may run on a different machine than the trainer.
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-        manager.item_metadata(step)["state"],
-    )
-    restored = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
-    )
-    params = jax.tree.map(np.asarray, restored["state"]["params"])
-    manager.close()
-    return ModelConfig(**info["model_config"]), params, info["model_dir"], step
+    try:
+        with _reading(workdir, step):
+            target = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                manager.item_metadata(step)["state"],
+            )
+            restored = manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+            )
+            params = jax.tree.map(np.asarray, restored["state"]["params"])
+    finally:
+        manager.close()
+    model = configio.build(ModelConfig, info.get("model_config"), run_file, "model_config")
+    return model, params, info["model_dir"], step

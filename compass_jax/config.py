@@ -9,42 +9,61 @@ relative position embeddings, ...).
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import os
+import typing
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from compass_jax import configio, jsonio
+from compass_jax.configio import ConfigError, Count, Fraction, NonNegativeInt, Positive, Spellings
 
 Arch = Literal["bert", "xlm-roberta", "qwen3"]
 ARCHES: tuple[str, ...] = ("bert", "xlm-roberta", "qwen3")
 ComputeDtype = Literal["float32", "bfloat16"]
+AttentionImpl = Literal["xla", "cudnn"]
+# Every spelling of a dtype that commands and configs accept -> its canonical name.
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
-class ConfigError(ValueError):
-    """A configuration that compass-jax cannot honour; the message names the source and field."""
+Dtype = Annotated[str, Spellings(tuple(DTYPES.items()))]  # a field or flag: any spelling
+
+
+def canonical_dtype(name: str, where: str = "dtype") -> str:
+    """The canonical name ("float32" | "bfloat16") of any spelling in `DTYPES`, else a
+    `ConfigError` naming `where`."""
+    return configio.check(Dtype, name, where)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     arch: Arch
-    vocab_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    intermediate_size: int
-    max_position_embeddings: int
-    norm_eps: float
+    vocab_size: Count
+    hidden_size: Count
+    num_layers: Count
+    num_heads: Count
+    num_kv_heads: Count
+    head_dim: Count
+    intermediate_size: Count
+    max_position_embeddings: Count
+    norm_eps: Positive
     hidden_act: str
     pad_token_id: int | None = None
-    type_vocab_size: int = 0
+    type_vocab_size: NonNegativeInt = 0
     attention_bias: bool = True
-    rope_theta: float = 10_000.0
+    rope_theta: Positive = 10_000.0
     # Qwen3-Embedding attends causally; the switch gives a bidirectional variant.
     causal: bool = False
-    hidden_dropout: float = 0.0
+    hidden_dropout: Fraction = 0.0
     # Compute dtype; parameters stay float32 (master weights).
     dtype: ComputeDtype = "float32"
+    # `jax.nn.dot_product_attention`'s implementation: None lets JAX choose (XLA today);
+    # "cudnn" is the fused cuDNN flash kernel (CUDA GPUs, bf16 only).
+    attention_impl: AttentionImpl | None = None
+    # Matryoshka output widths, as vLLM reads them from `config.json` (`is_matryoshka`,
+    # `matryoshka_dimensions`): any width when declared without dimensions, else only those.
+    is_matryoshka: bool = False
+    matryoshka_dims: tuple[Count, ...] = ()
 
     def __post_init__(self):
         if self.arch not in ARCHES:
@@ -56,9 +75,23 @@ class ModelConfig:
             )
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype: expected 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.attention_impl not in (None, "xla", "cudnn"):
+            raise ConfigError(
+                f"attention_impl: expected 'xla', 'cudnn' or None, got {self.attention_impl!r}"
+            )
+        if self.attention_impl == "cudnn" and self.dtype != "bfloat16":
+            raise ConfigError(
+                f"attention_impl: 'cudnn' needs dtype 'bfloat16' (got {self.dtype!r}); cuDNN's "
+                "fused attention takes bf16 or fp16 inputs only"
+            )
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(
                 f"hidden_act: unsupported {self.hidden_act!r}; expected {ACTIVATIONS}"
+            )
+        if any(not 0 < d <= self.hidden_size for d in self.matryoshka_dims):
+            raise ConfigError(
+                f"matryoshka_dimensions {list(self.matryoshka_dims)}: each must be in "
+                f"1..{self.hidden_size} (hidden_size)"
             )
 
     @property
@@ -68,6 +101,20 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
+
+    def check_dim(self, dim: int | None, where: str = "--dim") -> None:
+        """An output width for Matryoshka truncation: 1..hidden_size, and, when the model
+        declares its dimensions, one of them or the full width (as vLLM checks a request's
+        `dimensions`)."""
+        if dim is None:
+            return
+        if not 0 < dim <= self.hidden_size:
+            raise ConfigError(f"{where} {dim}: must be in 1..{self.hidden_size}")
+        allowed = {*self.matryoshka_dims, self.hidden_size}
+        if self.matryoshka_dims and dim not in allowed:
+            raise ConfigError(
+                f"{where} {dim}: the model declares Matryoshka dimensions {sorted(allowed)}"
+            )
 
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "silu")
@@ -123,16 +170,60 @@ _REQUIRED_HF_VALUES: dict[str, tuple[Any, ...]] = {
 def _rope_theta(hf: Mapping[str, Any], source: str) -> float:
     """RoPE base from either the classic (`rope_theta`, `rope_scaling`) or the transformers 5
     (`rope_parameters`) spelling; any scaling other than the default is refused."""
-    params = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or {}
-    for field, block in (("rope_parameters", params), ("rope_scaling", scaling)):
-        kind = block.get("rope_type", block.get("type", "default"))
+    block = Mapping[str, Any] | None
+    params = configio.check(block, hf.get("rope_parameters"), source, "rope_parameters") or {}
+    scaling = configio.check(block, hf.get("rope_scaling"), source, "rope_scaling") or {}
+    for field, value in (("rope_parameters", params), ("rope_scaling", scaling)):
+        kind = value.get("rope_type", value.get("type", "default"))
         if kind != "default":
             raise ConfigError(
                 f"{source}: field {field!r} asks for RoPE type {kind!r}; only the default "
                 "(unscaled) RoPE is implemented"
             )
-    return float(params.get("rope_theta", hf.get("rope_theta", 10_000.0)))
+    where = "rope_parameters.rope_theta" if "rope_theta" in params else "rope_theta"
+    theta = params.get("rope_theta", hf.get("rope_theta"))
+    return configio.check(_field_hints()["rope_theta"], 10_000.0 if theta is None else theta,
+                          source, where)  # fmt: skip
+
+
+# HF field -> ModelConfig field: each value is checked against the ModelConfig field's type
+# and range (`configio.check`), so an error names the HF field and the file.
+_COMMON_FIELDS = {
+    "vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_hidden_layers": "num_layers",
+    "num_attention_heads": "num_heads", "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "max_position_embeddings", "hidden_act": "hidden_act",
+    "pad_token_id": "pad_token_id", "is_matryoshka": "is_matryoshka",
+    "matryoshka_dimensions": "matryoshka_dims",
+}  # fmt: skip
+_ENCODER_FIELDS = {"layer_norm_eps": "norm_eps", "type_vocab_size": "type_vocab_size",
+                   "hidden_dropout_prob": "hidden_dropout"}  # fmt: skip
+_DECODER_FIELDS = {"num_key_value_heads": "num_kv_heads", "head_dim": "head_dim",
+                   "rms_norm_eps": "norm_eps", "attention_bias": "attention_bias",
+                   "is_causal": "causal"}  # fmt: skip
+# Defaults of optional HF fields (absent or null); the others are required.
+_HF_DEFAULTS = {
+    "hidden_act": "gelu", "pad_token_id": None, "is_matryoshka": False,
+    "matryoshka_dimensions": (), "layer_norm_eps": 1e-12, "type_vocab_size": 2,
+    "hidden_dropout_prob": 0.0, "rms_norm_eps": 1e-6, "attention_bias": False, "is_causal": True,
+}  # fmt: skip
+
+
+@functools.cache
+def _field_hints() -> dict[str, Any]:
+    return typing.get_type_hints(ModelConfig, include_extras=True)
+
+
+def _hf_fields(hf: Mapping[str, Any], names: Mapping[str, str], source: str) -> dict[str, Any]:
+    """`{ModelConfig field: value}` for the HF fields `names`, each checked."""
+    fields = {}
+    for name, field in names.items():
+        value = hf.get(name)
+        if value is None and name in _HF_DEFAULTS:
+            value = _HF_DEFAULTS[name]
+        elif value is None and name not in hf:
+            raise ConfigError(f"{source}: required field {name!r} is missing")
+        fields[field] = configio.check(_field_hints()[field], value, source, name)
+    return fields
 
 
 def from_hf(hf: Mapping[str, Any], *, source: str = "config.json", **overrides: Any) -> ModelConfig:
@@ -148,52 +239,32 @@ def from_hf(hf: Mapping[str, Any], *, source: str = "config.json", **overrides: 
             raise ConfigError(
                 f"{source}: field {field!r} = {hf[field]!r} is not supported (supported: {allowed})"
             )
-    if any(t != "full_attention" for t in hf.get("layer_types") or ()):
+    layer_types = configio.check(
+        tuple[str, ...] | None, hf.get("layer_types"), source, "layer_types"
+    )
+    if any(t != "full_attention" for t in layer_types or ()):
         raise ConfigError(f"{source}: field 'layer_types' asks for non-full attention layers")
 
-    heads = int(hf["num_attention_heads"])
-    common = dict(
-        arch=arch,
-        vocab_size=int(hf["vocab_size"]),
-        hidden_size=int(hf["hidden_size"]),
-        num_layers=int(hf["num_hidden_layers"]),
-        num_heads=heads,
-        intermediate_size=int(hf["intermediate_size"]),
-        max_position_embeddings=int(hf["max_position_embeddings"]),
-        hidden_act=str(hf.get("hidden_act", "gelu")),
-        pad_token_id=hf.get("pad_token_id"),
-    )
+    names = {**_COMMON_FIELDS, **(_DECODER_FIELDS if arch == "qwen3" else _ENCODER_FIELDS)}
+    fields = {"arch": arch, **_hf_fields(hf, _COMMON_FIELDS, source)}
+    heads, width = fields["num_heads"], fields["hidden_size"]
     if arch == "qwen3":
-        handled = {
-            "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "head_dim", "intermediate_size", "max_position_embeddings",
-            "hidden_act", "pad_token_id", "rms_norm_eps", "attention_bias", "rope_theta",
-            "rope_scaling", "rope_parameters", "use_sliding_window", "is_causal",
-        }  # fmt: skip
-        fields = dict(
-            common,
-            num_kv_heads=int(hf.get("num_key_value_heads") or heads),
-            head_dim=int(hf.get("head_dim") or int(hf["hidden_size"]) // heads),
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            attention_bias=bool(hf.get("attention_bias", False)),
-            rope_theta=_rope_theta(hf, source),
-            causal=bool(hf.get("is_causal", True)),
-        )
+        defaults = {"num_key_value_heads": heads, "head_dim": width // heads}
+        fields |= _hf_fields({**defaults, **{k: v for k, v in hf.items() if v is not None}},
+                             _DECODER_FIELDS, source)  # fmt: skip
+        fields["rope_theta"] = _rope_theta(hf, source)
+        handled = set(names) | {"rope_theta", "rope_scaling", "rope_parameters",
+                                "use_sliding_window"}  # fmt: skip
     else:
-        handled = {
-            "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "intermediate_size", "max_position_embeddings", "hidden_act", "pad_token_id",
-            "layer_norm_eps", "type_vocab_size", "hidden_dropout_prob",
-            "position_embedding_type", "is_decoder", "add_cross_attention",
-        }  # fmt: skip
-        fields = dict(
-            common,
-            num_kv_heads=heads,
-            head_dim=int(hf["hidden_size"]) // heads,
-            norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
-            type_vocab_size=int(hf.get("type_vocab_size", 2)),
-            hidden_dropout=float(hf.get("hidden_dropout_prob", 0.0)),
-        )
+        if width % heads:
+            raise ConfigError(
+                f"{source}: hidden_size {width} is not a multiple of num_attention_heads {heads}"
+            )
+        fields |= _hf_fields(hf, _ENCODER_FIELDS, source)
+        fields |= {"num_kv_heads": heads, "head_dim": width // heads}
+        handled = set(names) | {"position_embedding_type", "is_decoder", "add_cross_attention"}
+    # vLLM's reading: declared dimensions make a model Matryoshka.
+    fields["is_matryoshka"] = fields["is_matryoshka"] or bool(fields["matryoshka_dims"])
     # An FP8 export: the weight loaders check the scheme (`interop.load.read_config`) and
     # dequantise the weights; the forward pass is this config's.
     handled = handled | {"quantization_config"}
@@ -221,6 +292,10 @@ def to_hf(cfg: ModelConfig) -> dict[str, Any]:
         "hidden_act": cfg.hidden_act,
         "pad_token_id": cfg.pad_token_id,
     }
+    if cfg.is_matryoshka:
+        common["is_matryoshka"] = True
+    if cfg.matryoshka_dims:
+        common["matryoshka_dimensions"] = list(cfg.matryoshka_dims)
     if cfg.arch == "qwen3":
         return {
             "architectures": ["Qwen3ForCausalLM"],
@@ -251,14 +326,6 @@ def to_hf(cfg: ModelConfig) -> dict[str, Any]:
 def read_hf_config(model_dir: str | os.PathLike, **overrides: Any) -> ModelConfig:
     """Read `<model_dir>/config.json` into a `ModelConfig`."""
     path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no config.json; is {model_dir!s} a HF model directory?")
-    try:
-        with open(path, encoding="utf-8") as f:
-            hf = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
-    try:
-        return from_hf(hf, source=path, **overrides)
-    except KeyError as e:
-        raise ConfigError(f"{path}: required field {e.args[0]!r} is missing") from None
+    return from_hf(jsonio.read_json(path), source=path, **overrides)

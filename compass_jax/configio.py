@@ -8,6 +8,7 @@ field, e.g. `run.py: optim.learning_rate: must be > 0, got -1.0`. A range is dec
 its field, as `Annotated` metadata::
 
     steps: Annotated[int, Range(ge=1)] = 1000   # or the alias: steps: Count = 1000
+    dtype: Annotated[str, Spellings((("fp32", "float32"), ...))]  # any spelling, one value
 
 - `build(cls, raw, source)`: a config from a JSON object (nested objects become nested configs).
 - `validate(cfg, source)`: a config built in Python (a `get_config()`), checked the same way.
@@ -16,6 +17,8 @@ its field, as `Annotated` metadata::
 - `load(path, cls, overrides)`: a `.py` file with `get_config()` (returning `cls` or a dict) or a
   JSON file, then overrides.
 - `to_json(cfg)`: the plain JSON view (what a workdir or a build records).
+- `check(hint, value, source, path)`: one value checked against a type, as a field is (for
+  files that are not configs of ours, such as a Hugging Face `config.json`).
 - `flag_type(hint, flag)`: an argparse `type=` checking a command-line flag like a field.
 """
 
@@ -36,12 +39,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from compass_jax import jsonio
-from compass_jax.config import ConfigError
 
 __all__ = [
     "ConfigError", "Count", "Fraction", "NonNegative", "NonNegativeInt", "Positive", "Range",
-    "build", "flag_type", "load", "override", "to_json", "validate",
+    "Spellings", "build", "check", "flag_type", "load", "override", "to_json", "validate",
 ]  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """A configuration that compass-jax cannot honour; the message names the source and field."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +66,22 @@ class Range:
             if bound is not None and not holds(value, bound):
                 return f"must be {sign} {bound}, got {value!r}"
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Spellings:
+    """The accepted spellings of a string field and the value each stands for, as
+    `Annotated[str, Spellings((("fp32", "float32"), ...))]` metadata: a field (or flag) reads
+    any spelling and holds the canonical value."""
+
+    pairs: tuple[tuple[str, str], ...]
+
+    def read(self, value: str) -> tuple[str | None, str | None]:
+        """`(canonical value, None)`, or `(None, problem)`."""
+        found = dict(self.pairs)
+        if value in found:
+            return found[value], None
+        return None, f"expected one of {sorted(found)}, got {value!r}"
 
 
 Count = Annotated[int, Range(ge=1)]  # sizes, steps, periods
@@ -98,6 +120,8 @@ def _convert(hint: Any, value: Any, source: str, path: str) -> Any:
         value = _convert(args[0], value, source, path)
         for meta in hint.__metadata__:
             problem = meta.problem(value) if isinstance(meta, Range) else None
+            if isinstance(meta, Spellings):
+                value, problem = meta.read(value)
             if problem:
                 raise _at(source, path, problem)
         return value
@@ -152,6 +176,14 @@ def _convert(hint: Any, value: Any, source: str, path: str) -> Any:
     if hint in (int, str, bool) and type(value) is not hint:
         raise _at(source, path, f"expected {hint.__name__}, got {value!r}")
     return value
+
+
+def check(hint: Any, value: Any, source: str, path: str = "") -> Any:
+    """`value` checked against `hint` (a type, `Annotated` with a `Range`, a union, a list, a
+    dataclass, ...) and converted as a field's value is, or a `ConfigError` naming `source` and
+    `path`: for the fields of files that are not configs of ours (a Hugging Face
+    `config.json`, a suite file)."""
+    return _convert(hint, value, source, path)
 
 
 def build(cls: type, raw: Any, source: str, path: str = "") -> Any:
@@ -241,20 +273,30 @@ def override(cfg: Any, assignments: Sequence[str]) -> Any:
 
 
 def _python_config(path: str) -> Any:
+    """`get_config()` of a Python config file; a failure in the file (a syntax error, an
+    exception while it runs) is a `ConfigError` naming it (`--verbose` shows the traceback)."""
     spec = importlib.util.spec_from_file_location("compass_jax_config_file", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path}: defines no get_config()")
     try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"{path}: defines no get_config()")
         return module.get_config()
     except ConfigError as e:
+        if str(e).startswith(path):
+            raise
         raise ConfigError(f"{path}: {e}") from None
+    except SyntaxError as e:
+        raise ConfigError(f"{path}:{e.lineno}: {e.msg}") from e
+    except Exception as e:  # the user's code: named, with its traceback kept for --verbose
+        raise ConfigError(f"{path}: {type(e).__name__}: {e}") from e
 
 
 def load(path: str | os.PathLike, cls: type, overrides: Sequence[str] = ()) -> Any:
     """The `cls` config in `path` (a Python file with `get_config()`, or JSON), with overrides."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory, not a config file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such config file")
     raw = _python_config(path) if path.endswith(".py") else jsonio.read_json(path)
@@ -280,18 +322,33 @@ def to_json(cfg: Any) -> Any:
     return cfg
 
 
-def flag_type(hint: Any, flag: str) -> Callable[[str], Any]:
+def _is_sequence(hint: Any) -> bool:
+    hint = _container(hint)
+    return typing.get_origin(hint) in (tuple, Sequence) or hint in (tuple, Sequence)
+
+
+def _flag_value(text: str) -> Any:
+    value = _parse(text)
+    if isinstance(value, str):  # Python's spellings too (nan, inf), as `type=float` reads
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    return value
+
+
+def flag_type(hint: Any, flag: str = "") -> Callable[[str], Any]:
     """An argparse `type=` that reads a flag's text as a value of `hint` (`Positive`,
-    `Annotated[float, Range(ge=0, le=1)]`, ...), so flags are checked like config fields."""
+    `Annotated[float, Range(ge=0, le=1)]`, `tuple[Count, ...]` from `64,128` or `[64, 128]`,
+    ...), so flags are checked like config fields. argparse names the flag in its message;
+    `flag` names it when the parser is called by hand."""
 
     def parse(text: str) -> Any:
-        value = _parse(text)
-        if isinstance(value, str):  # Python's spellings too (nan, inf), as `type=float` reads
-            with contextlib.suppress(ValueError):
-                value = float(value)
+        value = _flag_value(text)
+        if _is_sequence(hint) and not isinstance(value, list):
+            value = [_flag_value(item) for item in text.split(",") if item.strip()]
         try:
             return _convert(hint, value, flag, "")
         except ConfigError as e:
             raise argparse.ArgumentTypeError(str(e).removeprefix(f"{flag}: ")) from None
 
+    parse.__name__ = _type_name(hint)  # argparse names the type in some messages
     return parse

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
+from compass_jax.config import Dtype
 from compass_jax.configio import Count, Fraction, NonNegative, NonNegativeInt, Range
 from compass_jax.losses import LossSettings
 from compass_jax.optim import OptimConfig
@@ -40,7 +41,7 @@ class MeshConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     model: str = "multilingual-e5-small"  # HF directory or bundled model name
-    dtype: Literal["float32", "bfloat16"] = "float32"  # compute; master params stay float32
+    dtype: Dtype = "float32"  # compute, in any spelling (bf16 reads as bfloat16); params float32
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     # Per-task loss settings; "default" applies to tasks not named.
     losses: Mapping[str, LossSettings] = dataclasses.field(
@@ -52,6 +53,12 @@ class TrainConfig:
     gradcache_chunk: Count | None = 64  # global rows per chunk; None embeds the batch at once
     loss_block: tuple[Count, Count] = (128, 1024)  # tiles of the sharded loss
     dropout: bool = False  # use the model's hidden dropout during training
+    # Speed knobs: the same training up to rounding (benchmarks/gpu_suite.py measures them).
+    attention: Literal["xla", "cudnn"] | None = None  # cudnn: fused flash attention (GPU, bf16)
+    cast_params: bool = False  # cast matmul kernels to `dtype` once per step, not at every use
+    # A jax.checkpoint policy over the embedding (the backward recomputes what it does not save).
+    remat: Literal["dots_saveable", "dots_with_no_batch_dims_saveable"] | None = None
+    xla_options: Mapping[str, bool | int | str] = dataclasses.field(default_factory=dict)
     steps: Count = 1000
     seed: NonNegativeInt = 0
     checkpoint_every: Count = 200
@@ -60,3 +67,32 @@ class TrainConfig:
 
     def loss_for(self, task: str) -> LossSettings:
         return self.losses.get(task, self.losses.get("default", LossSettings()))
+
+
+# Fields a resumed run may change: how long it runs, how it logs and keeps checkpoints, and how
+# the same computation is laid out (mesh, GradCache chunks, loss tiles, the speed knobs: equal
+# results up to float rounding). Anything else changes what the run computes, so a workdir
+# refuses it. `steps` may grow: the schedule then decays over the new total from the restored
+# step.
+RESUMABLE_FIELDS = (
+    "steps", "log_every", "checkpoint_every", "keep_checkpoints", "mesh", "gradcache_chunk",
+    "loss_block", "attention", "cast_params", "remat", "xla_options",
+)  # fmt: skip
+
+
+def _flat(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, Mapping) and value:
+        return {
+            k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()
+        }
+    return {prefix.rstrip("."): list(value) if isinstance(value, tuple) else value}
+
+
+def changed_fields(saved: Mapping, current: Mapping) -> dict[str, tuple[object, object]]:
+    """`{dotted field: (saved value, current value)}` for the fields outside
+    `RESUMABLE_FIELDS` that differ between two JSON views of a `TrainConfig`
+    (`configio.to_json`), e.g. `{"losses.default.temperature": (0.05, 0.07)}`."""
+    old, new = _flat(saved), _flat(current)
+    resumable = lambda key: any(key == f or key.startswith(f + ".") for f in RESUMABLE_FIELDS)
+    keys = sorted(k for k in old.keys() | new.keys() if not resumable(k))
+    return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}

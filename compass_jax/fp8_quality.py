@@ -69,8 +69,10 @@ def quality_report(
     records: Sequence[dict] | None = None,
     eval_fn: Callable[[EncodeFn], Mapping[str, float]] | None = None,
     batch_size: int = 128,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """FP8 vs `dtype` embeddings of `records` for float32 host `params` (see the module doc)."""
+    """FP8 vs `dtype` embeddings of `records` for float32 host `params` (see the module doc);
+    `progress`: a bar for each side's embedding pass."""
     records = list(records) if records is not None else load_calibration()
     flat = {p: np.asarray(v, np.float32) for p, v in tree.flatten(params).items()}
     rounded = {p: _round(v, dtype) for p, v in flat.items()}
@@ -89,7 +91,7 @@ def quality_report(
         fp8=frozenset(quantized),
     )  # fmt: skip
     sides = {"reference": reference, "fp8": simulated}
-    emb = {k: _embed_records(e, records, batch_size) for k, e in sides.items()}
+    emb = {k: _embed_records(e, records, batch_size, progress) for k, e in sides.items()}
 
     langs = sorted({r.get("lang", "all") for r in records})
     per_lang, retrieval = {}, {}
@@ -131,7 +133,7 @@ def _norms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 
-def _embed_records(encoder: Encoder, records, batch_size) -> dict[str, np.ndarray]:
+def _embed_records(encoder: Encoder, records, batch_size, progress) -> dict[str, np.ndarray]:
     """Query and document embeddings, one row per record (NaN rows where a field is absent).
 
     Both fields go through one `encode` call with their prompts already prefixed, so that a
@@ -145,7 +147,9 @@ def _embed_records(encoder: Encoder, records, batch_size) -> dict[str, np.ndarra
             if text is not None:
                 texts.append(prefix + text)
                 slots.append((field, i))
-    vectors = encoder.encode(texts, batch_size=max(1, min(batch_size, len(texts))))
+    vectors = encoder.encode(
+        texts, batch_size=max(1, min(batch_size, len(texts))), progress=progress
+    )
     out = {
         f: np.full((len(records), encoder.dim), np.nan, np.float32) for f in ("query", "document")
     }

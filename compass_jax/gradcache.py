@@ -10,7 +10,9 @@ second pass with different masks would silently compute the gradient of a differ
 
 Chunks are laid out so every chunk spans all batch shards: a `[n, ...]` array split over `s`
 devices is viewed as `[s, k, c, ...]` and chunk `j` is `[:, j]`, so each device embeds `c` of its
-own rows per step and no chunk ever lives on a single device.
+own rows per step and no chunk ever lives on a single device. Towers of one row shape (queries,
+positives and negatives of one length) run as one scan over all their chunks, so the program
+holds one copy of the model per shape rather than per tower.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 EmbedFn = Callable[[Any, jax.Array, jax.Array, jax.Array | None], Float[Array, "n e"]]
@@ -51,6 +54,27 @@ def _chunk_keys(key: jax.Array | None, k: int):
     return None if key is None else jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(k))
 
 
+def _scan_embed(embed_fn: EmbedFn, params: Any, ids_c, mask_c, keys_c) -> Float[Array, "k c e"]:
+    def body(_, xs):
+        i, m, k = xs
+        return None, embed_fn(params, i, m, k)
+
+    return jax.lax.scan(body, None, (ids_c, mask_c, keys_c))[1]
+
+
+def _scan_vjp(embed_fn: EmbedFn, params: Any, ids_c, mask_c, ct_c, keys_c) -> Any:
+    def body(acc, xs):
+        i, m, ct, k = xs
+        _, pullback = jax.vjp(lambda p: embed_fn(p, i, m, k), params)
+        (grad,) = pullback(ct.astype(jnp.float32))
+        return jax.tree.map(lambda a, g: a + g.astype(jnp.float32), acc, grad), None
+
+    # float32 sums whatever the params' dtype (a bf16 copy of the masters sums chunk gradients
+    # in float32 all the same).
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params)
+    return jax.lax.scan(body, zeros, (ids_c, mask_c, ct_c, keys_c))[0]
+
+
 def chunked_embed(
     embed_fn: EmbedFn,
     params: Any,
@@ -65,13 +89,7 @@ def chunked_embed(
     or outside `grad` no activations are kept)."""
     ids_c, mask_c = to_chunks(ids, shards, chunk), to_chunks(mask, shards, chunk)
     keys = _chunk_keys(key, ids_c.shape[0])
-
-    def body(_, xs):
-        i, m, k = xs
-        return None, embed_fn(params, i, m, k)
-
-    _, out = jax.lax.scan(body, None, (ids_c, mask_c, keys))
-    return from_chunks(out, shards)
+    return from_chunks(_scan_embed(embed_fn, params, ids_c, mask_c, keys), shards)
 
 
 def chunked_vjp(
@@ -85,20 +103,12 @@ def chunked_vjp(
     chunk: int,
     shards: int = 1,
 ) -> Any:
-    """`sum_j vjp(embed(chunk_j))(cotangent_j)`: the param gradient, one chunk live at a time."""
+    """`sum_j vjp(embed(chunk_j))(cotangent_j)`: the param gradient (float32), one chunk live
+    at a time."""
     ids_c, mask_c = to_chunks(ids, shards, chunk), to_chunks(mask, shards, chunk)
     ct_c = to_chunks(cotangent, shards, chunk)
     keys = _chunk_keys(key, ids_c.shape[0])
-
-    def body(acc, xs):
-        i, m, ct, k = xs
-        _, pullback = jax.vjp(lambda p: embed_fn(p, i, m, k), params)
-        (grad,) = pullback(ct.astype(jnp.float32))
-        return jax.tree.map(jnp.add, acc, grad), None
-
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    grads, _ = jax.lax.scan(body, zeros, (ids_c, mask_c, ct_c, keys))
-    return grads
+    return _scan_vjp(embed_fn, params, ids_c, mask_c, ct_c, keys)
 
 
 def tower_keys(key: jax.Array | None, towers: Towers) -> dict[str, jax.Array | None]:
@@ -110,13 +120,40 @@ def tower_keys(key: jax.Array | None, towers: Towers) -> dict[str, jax.Array | N
     }
 
 
+def _shape_groups(towers: Towers) -> list[list[str]]:
+    """Tower names grouped by row shape: the towers of one group run as one scan over all their
+    chunks, so the step holds one copy of the model per shape, not one per tower (a third of
+    the program, and of its compile time, for query/positive/negatives of one length)."""
+    groups: dict[tuple, list[str]] = {}
+    for name in sorted(towers):
+        ids, mask = towers[name]
+        groups.setdefault((ids.shape[1:], mask.shape[1:]), []).append(name)
+    return list(groups.values())
+
+
+def _group_chunks(towers: Towers, names, keys, *, chunk: int, shards: int):
+    """The chunks of `names`' towers, tower after tower: `(ids, mask, keys, chunks per tower)`;
+    each chunk keeps the dropout key it has when its tower runs alone."""
+    ids = [to_chunks(towers[n][0], shards, chunk) for n in names]
+    mask = [to_chunks(towers[n][1], shards, chunk) for n in names]
+    counts = [x.shape[0] for x in ids]
+    chunk_keys = [_chunk_keys(keys[n], k) for n, k in zip(names, counts, strict=True)]
+    keys_c = None if chunk_keys[0] is None else jnp.concatenate(chunk_keys)
+    return jnp.concatenate(ids), jnp.concatenate(mask), keys_c, counts
+
+
 def embed_towers(embed_fn, params, towers: Towers, key, *, chunk: int, shards: int = 1):
     """Embeddings of every tower (queries, positives, negatives, ...), chunked."""
     keys = tower_keys(key, towers)
-    return {
-        name: chunked_embed(embed_fn, params, ids, mask, keys[name], chunk=chunk, shards=shards)
-        for name, (ids, mask) in towers.items()
-    }
+    out = {}
+    for names in _shape_groups(towers):
+        ids_c, mask_c, keys_c, counts = _group_chunks(
+            towers, names, keys, chunk=chunk, shards=shards
+        )
+        embedded = _scan_embed(embed_fn, params, ids_c, mask_c, keys_c)
+        for name, part in zip(names, jnp.split(embedded, np.cumsum(counts)[:-1]), strict=True):
+            out[name] = from_chunks(part, shards)
+    return out
 
 
 def gradcache_value_and_grad(
@@ -129,16 +166,17 @@ def gradcache_value_and_grad(
     chunk: int,
     shards: int = 1,
 ) -> tuple[tuple[jax.Array, Any], Any]:
-    """`((loss, aux), grads)` of `loss_fn(embed_towers(params))` by gradient caching."""
+    """`((loss, aux), grads)` of `loss_fn(embed_towers(params))` by gradient caching; the
+    gradients are float32 whatever the dtype of `params`."""
     embeddings = jax.lax.stop_gradient(
         embed_towers(embed_fn, params, towers, key, chunk=chunk, shards=shards)
     )
     (loss, aux), emb_grads = jax.value_and_grad(loss_fn, has_aux=True)(embeddings)
     keys = tower_keys(key, towers)
     grads = None
-    for name, (ids, mask) in towers.items():
-        g = chunked_vjp(
-            embed_fn, params, ids, mask, keys[name], emb_grads[name], chunk=chunk, shards=shards
-        )
+    for names in _shape_groups(towers):
+        ids_c, mask_c, keys_c, _ = _group_chunks(towers, names, keys, chunk=chunk, shards=shards)
+        ct_c = jnp.concatenate([to_chunks(emb_grads[n], shards, chunk) for n in names])
+        g = _scan_vjp(embed_fn, params, ids_c, mask_c, ct_c, keys_c)
         grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
     return (loss, aux), grads

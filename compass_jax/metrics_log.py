@@ -46,7 +46,7 @@ class MetricsLog:
         jsonio.append_jsonl(self.path, record)
         if self._tb is not None:
             for name, value in metrics.items():
-                if isinstance(value, int | float):
+                if isinstance(value, int | float) and math.isfinite(value):
                     self._tb.add_scalar(name, value, step)
 
     def close(self) -> None:

@@ -14,16 +14,20 @@ model's tokenizer and sentence-transformers files to `<workdir>/hf/<step>-<finge
 (`$COMPASS_JAX_CACHE/checkpoints/...` when the workdir is read-only), and later calls reuse it.
 The fingerprint digests the checkpoint's files, so a rewritten checkpoint gets a fresh export
 and the stale one is removed. Everything downstream (load, merge, export, eval) then reads HF
-directories only.
+directories only; `resolve` also says what a directory came from (`Resolved.provenance`: the
+training workdir and step), for the files a command writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pathlib
+import re
 import shutil
 from collections.abc import Callable
+from typing import Any
 
 DEFAULT_MODEL = "multilingual-e5-small"
 EXPORTS = "hf"  # a workdir's folder of exported checkpoints
@@ -67,12 +71,41 @@ BUNDLED: dict[str, Callable[[pathlib.Path], pathlib.Path]] = {
 }
 
 
-def resolve_model(model: str | os.PathLike | None) -> pathlib.Path:
-    """The local HF directory for any model argument (see the module docstring; None or
-    "default": the default model).
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """A model argument, the HF directory it names, and for a training checkpoint its
+    workdir (absolute) and step."""
+
+    argument: str
+    path: pathlib.Path
+    workdir: str | None = None
+    step: int | None = None
+
+    @property
+    def label(self) -> str:
+        """How results name the model: the argument, with the step of a checkpoint
+        (`runs/e5` -> `runs/e5@400`)."""
+        if self.step is None:
+            return self.argument
+        base = re.sub(r"(/checkpoints/\d+/?|@\d+)$", "", self.argument)
+        return f"{base}@{self.step}"
+
+    def provenance(self) -> dict[str, Any]:
+        """What a command writes about the model it read (`results.json`, `export_info.json`,
+        the embed summary): the label, the argument, the HF directory read and, for a
+        checkpoint, its training workdir and step."""
+        found = {"model": self.label, "argument": self.argument, "path": str(self.path.absolute())}
+        if self.workdir is not None:
+            found |= {"workdir": self.workdir, "step": self.step}
+        return found
+
+
+def resolve(model: str | os.PathLike | None) -> Resolved:
+    """Any model argument (see the module docstring; None or "default": the default model)
+    resolved to its local HF directory, with what it came from.
 
     Example:
-        resolve_model("runs/e5@400")  # -> runs/e5/hf/400-<fingerprint>/
+        resolve("runs/e5").provenance()  # {"model": "runs/e5@400", "step": 400, ...}
     """
     name = os.fspath(model) if model is not None else DEFAULT_MODEL
     if name == "default":
@@ -87,19 +120,28 @@ def resolve_model(model: str | os.PathLike | None) -> pathlib.Path:
                     f"model {name!r}: {workdir!r} is not a training workdir (no "
                     f"{checkpoint.RUN_FILE}); `workdir@step` names a step of a training run"
                 )
-            return _from_checkpoint(*checkpoint.find_checkpoint(workdir, int(step)))
+            return _from_checkpoint(name, *checkpoint.find_checkpoint(workdir, int(step)))
         if checkpoint.is_checkpoint(name):
-            return _from_checkpoint(*checkpoint.find_checkpoint(name))
+            return _from_checkpoint(name, *checkpoint.find_checkpoint(name))
     if os.path.isdir(name):
-        return pathlib.Path(name)
+        return Resolved(name, pathlib.Path(name))
     if name in BUNDLED:
-        return BUNDLED[name](cache_dir() / "models" / name)
+        return Resolved(name, BUNDLED[name](cache_dir() / "models" / name))
     if name.count("/") == 1 and not os.path.exists(name) and not name.startswith((".", "/")):
-        return _from_hub(name)
+        return Resolved(name, _from_hub(name))
     raise FileNotFoundError(
         f"model {name!r}: not a directory, nor a bundled model ({sorted(BUNDLED)}), nor a hub "
         "id of the form org/name, nor a training workdir or workdir@step"
     )
+
+
+def resolve_model(model: str | os.PathLike | None) -> pathlib.Path:
+    """The local HF directory for any model argument (`resolve(model).path`).
+
+    Example:
+        resolve_model("runs/e5@400")  # -> runs/e5/hf/400-<fingerprint>/
+    """
+    return resolve(model).path
 
 
 def load_model(model: str | os.PathLike | None, **config_overrides):
@@ -113,7 +155,7 @@ def load_model(model: str | os.PathLike | None, **config_overrides):
     return cfg, params, model_dir
 
 
-def _from_checkpoint(workdir: str, step: int) -> pathlib.Path:
+def _from_checkpoint(argument: str, workdir: str, step: int) -> Resolved:
     """The HF directory of a checkpoint, exported on first use (see the module docstring)."""
     from compass_jax import checkpoint
 
@@ -122,19 +164,21 @@ def _from_checkpoint(workdir: str, step: int) -> pathlib.Path:
         digest = hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:16]
         root = cache_dir() / "checkpoints" / digest
     target = root / f"{step}-{checkpoint.fingerprint(workdir, step)}"
+    resolved = Resolved(argument, target, workdir, step)
 
     def export() -> None:
         from compass_jax.interop.save import save_hf
 
         cfg, params, base_dir, _ = checkpoint.load_checkpoint_params(workdir, step)
         save_hf(cfg, params, target, tokenizer_from=base_dir, dtype="float32",
-                model_name=f"{workdir}@{step}", overwrite=True)  # fmt: skip
+                model_name=f"{workdir}@{step}", provenance=resolved.provenance(),
+                overwrite=True)  # fmt: skip
         for stale in root.glob(f"{step}-*"):  # the same step, an older checkpoint
             if stale != target:
                 shutil.rmtree(stale, ignore_errors=True)
 
     _once(target, export)
-    return target
+    return resolved
 
 
 def _once(target: pathlib.Path, write: Callable[[], None]) -> None:

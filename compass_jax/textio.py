@@ -18,6 +18,8 @@ class InputError(ValueError):
 
 def read_texts(path: str | os.PathLike, *, field: str = "text") -> list[str]:
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory, not an input file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such input file")
     if not path.endswith((".txt", ".jsonl")):

@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float
 
-from compass_jax import embedding, optim, sharding
+from compass_jax import embedding, optim, sharding, tree
 from compass_jax.config import ModelConfig
 from compass_jax.data.batch import TrainBatch
 from compass_jax.experiment import TrainConfig
@@ -46,6 +46,10 @@ class StepSpec:
     gradcache_chunk: int | None
     loss_block: tuple[int, int]
     dropout: bool
+    # Speed knobs that leave the result unchanged up to rounding (see `TrainConfig`).
+    cast_params: bool = False
+    remat: str | None = None  # a `jax.checkpoint_policies` name, applied to the embedding
+    compiler_options: tuple[tuple[str, Any], ...] = ()  # XLA options of this step's compile
 
 
 def _place(x: np.ndarray, s: NamedSharding) -> jax.Array:
@@ -129,13 +133,28 @@ def _towers(batch: TrainBatch):
     return towers
 
 
+def cast_kernels(params, dtype: str):
+    """The matmul kernels in the compute `dtype` (the cast a Dense layer does at every use, done
+    once); embedding tables, norms and biases stay float32."""
+    cast = lambda path, x: x.astype(dtype) if path.endswith(".kernel") else x
+    return tree.map_with_path(cast, params)
+
+
 def loss_and_grads(spec: StepSpec, mesh: Mesh, trainable, frozen, batch: TrainBatch, key):
-    """`((loss, metrics), grads)` for the trainable params, by GradCache when configured."""
+    """`((loss, metrics), grads)` for the trainable params (float32 gradients), by GradCache
+    when configured."""
     shards = mesh.devices.size
 
     def embed_fn(p, ids, mask, k):
         params = optim.merge_trainable(p, frozen)
         return embedding.embed(spec.model, params, ids, mask, pooling=spec.pooling, dropout_key=k)
+
+    if spec.remat:
+        embed_fn = jax.checkpoint(embed_fn, policy=getattr(jax.checkpoint_policies, spec.remat))
+    if spec.cast_params:
+        # GradCache re-uses the copy in every chunk of both passes; its cotangent is the
+        # master's gradient (the cast is the identity on values).
+        trainable = cast_kernels(trainable, spec.model.dtype)
 
     def loss_fn(embs):
         cb = contrastive_batch(embs, batch)
@@ -151,11 +170,12 @@ def loss_and_grads(spec: StepSpec, mesh: Mesh, trainable, frozen, batch: TrainBa
         keys = tower_keys(key, towers)
         return loss_fn({n: embed_fn(p, i, m, keys[n]) for n, (i, m) in towers.items()})
 
-    return jax.value_and_grad(full_loss, has_aux=True)(trainable)
+    out, grads = jax.value_and_grad(full_loss, has_aux=True)(trainable)
+    return out, jax.tree.map(lambda g: g.astype(jnp.float32), grads)
 
 
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+def _all_finite(values) -> jax.Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(values)]))
 
 
 def train_step(spec: StepSpec, mesh: Mesh, state: State, batch: TrainBatch) -> tuple[State, dict]:
@@ -166,9 +186,10 @@ def train_step(spec: StepSpec, mesh: Mesh, state: State, batch: TrainBatch) -> t
     (loss, metrics), grads = loss_and_grads(spec, mesh, trainable, frozen, batch, key)
     updates, opt_state = optimizer.update(grads, state["opt_state"], trainable)
     new_trainable = optax.apply_updates(trainable, updates)
-    # A non-finite loss or gradient skips the update (params and moments unchanged) but not
-    # the step, so the data stream and schedule move on; the skip is reported.
-    finite = jnp.isfinite(loss) & _all_finite(grads)
+    # A non-finite loss, gradient, update or new param (an overflowing learning rate) skips
+    # the update (params and moments unchanged) but not the step, so the data stream and
+    # schedule move on; the skip is reported, and the trainer stops a run that mostly skips.
+    finite = jnp.isfinite(loss) & _all_finite((grads, updates, new_trainable, opt_state))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_trainable = keep(new_trainable, trainable)
     opt_state = keep(opt_state, state["opt_state"])
@@ -176,7 +197,7 @@ def train_step(spec: StepSpec, mesh: Mesh, state: State, batch: TrainBatch) -> t
         **metrics,
         "grad_norm": optax.global_norm(grads),
         "param_norm": optax.global_norm(new_trainable),
-        "update_norm": optax.global_norm(updates) * finite,
+        "update_norm": jnp.where(finite, optax.global_norm(updates), 0.0),
         "skipped": (~finite).astype(jnp.int32),
         "learning_rate": optim.schedule(spec.optim, spec.total_steps)(state["step"]),
     }
@@ -203,7 +224,7 @@ def make_train_step(spec: StepSpec, mesh: Mesh, shardings: State):
 
 def spec_for(cfg: TrainConfig, model: ModelConfig, pooling: str, task: str) -> StepSpec:
     return StepSpec(
-        model=model.replace(dtype=cfg.dtype),
+        model=model.replace(dtype=cfg.dtype, attention_impl=cfg.attention),
         pooling=pooling,
         loss=cfg.loss_for(task),
         optim=cfg.optim,
@@ -211,6 +232,9 @@ def spec_for(cfg: TrainConfig, model: ModelConfig, pooling: str, task: str) -> S
         gradcache_chunk=cfg.gradcache_chunk,
         loss_block=tuple(cfg.loss_block),
         dropout=cfg.dropout,
+        cast_params=cfg.cast_params,
+        remat=cfg.remat,
+        compiler_options=tuple(sorted(cfg.xla_options.items())),
     )
 
 
@@ -238,7 +262,8 @@ class TrainSetup:
         key = (spec, _shapes(batch))
         if key not in self.compiled:
             step = make_train_step(spec, self.mesh, self.shardings)
-            self.compiled[key] = step.lower(self.state, batch).compile()
+            lowered = step.lower(self.state, batch)
+            self.compiled[key] = lowered.compile(dict(spec.compiler_options) or None)
             if jax.process_count() > 1:
                 multihost_utils.sync_global_devices("compass_jax: train step compiled")
         return self.compiled[key]

@@ -1,5 +1,7 @@
 """Data construction pipelines: catalog -> task records -> filtered, mined TFDS datasets.
 
-`compass_jax.data` reads what these stages write. Stages are sharded by input (catalog files,
-then hash partitions of `group_id`), idempotent and resumable; see `pipelines.build`.
+`compass_jax.data` reads what these stages write. The stages are pure units of work
+(`pipelines.units`, `pipelines.mining`) that two runners execute with the same result: in
+process, resumable unit by unit (`pipelines.build`), or as an Apache Beam pipeline
+(`pipelines.beam`) on any Beam runner.
 """

@@ -1,40 +1,32 @@
 """The dataset card: counts per task, split, language, source and label, as JSON (for tools)
-and Markdown (for people), plus the label map and the tasks index the reader opens."""
+and Markdown (for people). Counts are plain nested dicts of integers that add up
+(`units.merge_reports`), so a runner may count its records in any order and in any number of
+pieces; the card is written with sorted keys, so equal counts give equal bytes."""
 
 from __future__ import annotations
 
-from collections import Counter
-
+from compass_jax import jsonio
+from compass_jax.atomic import atomic_path
 from pipelines.tasks import TASKS
-from pipelines.workspace import Workspace, dump_json, load_jsonl
+from pipelines.tfds_io import sort_keys
 
 
-def collect(ws: Workspace) -> dict:
-    counts: dict[str, dict] = {}
-    for unit in ws.partition_units():
-        for r in load_jsonl(ws.work("mine", f"{unit}.jsonl")):
-            c = counts.setdefault(
-                r["task"],
-                {
-                    "records": 0,
-                    "splits": Counter(),
-                    "langs": Counter(),
-                    "sources": Counter(),
-                    "labels": Counter(),
-                    "with_negatives": 0,
-                },
-            )
-            c["records"] += 1
-            c["splits"][r["split"]] += 1
-            c["langs"][r["lang"]] += 1
-            c["sources"][r["source"].split(":")[0]] += 1
-            if r["label"] >= 0:
-                c["labels"][str(r["label"])] += 1
-            c["with_negatives"] += bool(r["negatives"])
-    return {
-        task: {k: dict(sorted(v.items())) if isinstance(v, Counter) else v for k, v in c.items()}
-        for task, c in sorted(counts.items())
-    }
+def count(counts: dict, r: dict) -> dict:
+    """Add one output record to `counts` (in place; returned for folding)."""
+    c = counts.setdefault(r["task"], {"records": 0, "with_negatives": 0})
+    c["records"] += 1
+    c["with_negatives"] += bool(r["negatives"])
+    for field, key in (
+        ("splits", r["split"]),
+        ("langs", r["lang"]),
+        ("sources", r["source"].split(":")[0]),
+    ):
+        c.setdefault(field, {})
+        c[field][key] = c[field].get(key, 0) + 1
+    if r["label"] >= 0:
+        c.setdefault("labels", {})
+        c["labels"][str(r["label"])] = c["labels"].get(str(r["label"]), 0) + 1
+    return counts
 
 
 def markdown(card: dict, labels: dict) -> str:
@@ -52,7 +44,7 @@ def markdown(card: dict, labels: dict) -> str:
         lines.append(
             f"| {task} | {c['records']} | {s.get('train', 0)} | "
             f"{s.get('validation', 0)} | {s.get('test', 0)} | {c['with_negatives']} | "
-            f"{len(c['labels']) or '-'} |"
+            f"{len(c.get('labels', {})) or '-'} |"
         )
     lines += ["", "## Records per language", ""]
     for task, c in card["tasks"].items():
@@ -67,29 +59,29 @@ def markdown(card: dict, labels: dict) -> str:
     leaf = labels["levels"][-1] if labels["levels"] else []
     lines += ["", f"## Labels ({len(leaf)} leaf classes; ids in labels.json)", ""]
     for task, c in card["tasks"].items():
-        if c["labels"]:
-            top = sorted(c["labels"].items(), key=lambda kv: -kv[1])[:10]
+        if c.get("labels"):
+            top = sorted(c["labels"].items(), key=lambda kv: (-kv[1], kv[0]))[:10]
             names = ", ".join(f"{leaf[int(k)]} ({v})" for k, v in top)
             lines.append(f"- {task}, most frequent: {names}")
     return "\n".join(lines) + "\n"
 
 
-def write_card(ws: Workspace, labels: dict, reports: dict) -> dict:
-    catalog = ws.cfg.catalog.paths or [
-        f"the bundled catalog ({ws.cfg.catalog.generate_size} product groups)"
+def write_card(root: str, cfg, labels: dict, reports: dict, counts: dict) -> dict:
+    catalog = cfg.catalog.paths or [
+        f"the bundled catalog ({cfg.catalog.generate_size} product groups)"
     ]
     # Only counts go into the card (no timings, no cache hits): equal builds give equal cards.
     dropped = {stage: r["dropped"] for stage, r in reports.items() if r.get("dropped")}
-    card = {
-        "catalog": ", ".join(catalog),
-        "seed": ws.cfg.seed,
-        "partitions": ws.cfg.partitions,
-        "tasks": collect(ws),
-        "dropped": dropped,
-    }
-    dump_json(ws.path("card.json"), card)
-    from compass_jax.atomic import atomic_path
-
-    with atomic_path(ws.path("card.md")) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    card = sort_keys(
+        {
+            "catalog": ", ".join(catalog),
+            "seed": cfg.seed,
+            "partitions": cfg.partitions,
+            "tasks": counts,
+            "dropped": dropped,
+        }
+    )
+    jsonio.write_json(f"{root}/card.json", card)
+    with atomic_path(f"{root}/card.md") as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(markdown(card, labels))
     return card

@@ -5,11 +5,10 @@ order and each task in dataset order (so `PairReader` over the file sees the rec
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
-from compass_jax.atomic import atomic_path
+from compass_jax import jsonio
 from compass_jax.data.tfds_source import open_build
 
 
@@ -20,11 +19,6 @@ def export_jsonl(
     split: str = "train",
     tasks: Sequence[str] | None = None,
 ) -> dict[str, int]:
-    sources = open_build(root, split, tasks)
-    counts = {}
-    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for task, source in sorted(sources.items()):
-            for i in range(len(source)):
-                f.write(json.dumps(source[i].to_json(), ensure_ascii=False) + "\n")
-            counts[task] = len(source)
-    return counts
+    sources = sorted(open_build(root, split, tasks).items())
+    jsonio.write_jsonl(out, (record.to_json() for _, source in sources for record in source))
+    return {task: len(source) for task, source in sources}

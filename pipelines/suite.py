@@ -14,13 +14,13 @@ Groups were split by product group, so no held-out product (nor its translations
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable
 
 import numpy as np
 
+from compass_jax import jsonio
 from compass_jax.atomic import atomic_dir
 from compass_jax.data.pairs import PairRecord
 from compass_jax.data.tfds_source import open_build, read_index
@@ -129,14 +129,12 @@ def write_suite(
     entries = []
     with atomic_dir(out, overwrite=True) as tmp:
         for task, (entry, records) in tasks.items():
-            with open(os.path.join(tmp, f"{task}.jsonl"), "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            jsonio.write_jsonl(os.path.join(tmp, f"{task}.jsonl"), records)
             if entry is not None:
                 lang = task.rsplit("-", 1)[1]
                 prompts = {"query": "query", "document": "document"}
                 entries.append({"name": task, "lang": lang, "data": f"{task}.jsonl",
                                 "prompts": prompts, **entry})  # fmt: skip
         spec = {"name": name, "source": os.path.abspath(root), "split": split, "tasks": entries}
-        with open(os.path.join(tmp, SUITE_FILE), "w", encoding="utf-8") as f:
-            json.dump(spec, f, indent=1, ensure_ascii=False)
+        jsonio.write_json(os.path.join(tmp, SUITE_FILE), spec)
     return os.path.join(os.fspath(out), SUITE_FILE)

@@ -2,24 +2,27 @@
 metadata (`dataset_info.json`, `features.json`) that makes the folder a TFDS dataset, readable
 with `tfds.builder_from_directory(dir).as_data_source(split)` and no TensorFlow.
 
-Shards are written by partition workers independently; the metadata is written once every
-partition is done, from the per-shard record counts.
+Shards are written independently (one per task, split and partition, records in uid order);
+the metadata is written once every shard is done, from the per-shard record counts.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from compass_jax import jsonio
 from compass_jax.atomic import atomic_path
 from compass_jax.data.text_hash import text_hash
+from pipelines.hashing import split_of
 
 FILE_FORMAT = "array_record"
 
 
+@functools.lru_cache(maxsize=1)
 def features():
     import tensorflow_datasets as tfds
 
@@ -34,6 +37,10 @@ def features():
             "query": text,
             "positive": text,
             "negatives": tfds.features.Sequence(tfds.features.Text(), doc="mined hard negatives"),
+            "negative_labels": tfds.features.Sequence(
+                np.int64,
+                doc="class id (at tasks.category_level) of each negative's product, -1 unknown",
+            ),
             "label": tfds.features.Scalar(np.int64, doc="class id at the configured level, or -1"),
             "label_path": tfds.features.Sequence(np.int64, doc="class ids of every category level"),
             "group_id": tfds.features.Text(doc="product group: the same product in every language"),
@@ -55,6 +62,7 @@ def example(record: Mapping) -> dict:
         "query": record["query"],
         "positive": record["positive"],
         "negatives": list(record["negatives"]),
+        "negative_labels": [int(x) for x in record["negative_labels"]],
         "label": int(record["label"]),
         "label_path": list(record["label_path"]),
         "group_id": record["group_id"],
@@ -70,6 +78,32 @@ def shard_path(root: str, task: str, version: str, split: str, index: int, count
     return os.path.join(root, task, version, name)
 
 
+@functools.lru_cache(maxsize=1)
+def _serializer(feature_spec):
+    from tensorflow_datasets.core.example_serializer import ExampleSerializer
+
+    return ExampleSerializer(feature_spec.get_serialized_info())
+
+
+def serialize(feature_spec, record: Mapping) -> bytes:
+    """The record's `tf.train.Example` bytes, the same in every process: protobuf's default
+    serialization orders the feature map by a per-process hash (upb), so equal builds would
+    differ in bytes; `deterministic=True` sorts it."""
+    proto = _serializer(feature_spec).get_tf_example(feature_spec.encode_example(example(record)))
+    return proto.SerializeToString(deterministic=True)
+
+
+def write_partition(root: str, cfg, task: str, split: str, index: int, records) -> int:
+    """Partition `index`'s shard of (task, split): its records in uid order, each checked to
+    sit in its group's split (the build's guarantee, held at the last step before disk)."""
+    records = sorted(records, key=lambda r: r["uid"])
+    for r in records:
+        if r["split"] != split or split_of(r["group_id"], cfg.seed, cfg.splits) != split:
+            raise AssertionError(f"record {r['uid']} (group {r['group_id']}) is not in {split}")
+    path = shard_path(root, task, cfg.version, split, index, cfg.partitions)
+    return write_shard(path, records, features())
+
+
 def write_shard(path: str, records: Sequence[Mapping], feature_spec) -> int:
     """One ArrayRecord file, written under a temporary name and renamed when complete."""
     from array_record.python import array_record_module
@@ -78,7 +112,7 @@ def write_shard(path: str, records: Sequence[Mapping], feature_spec) -> int:
         # group_size:1 keeps every record independently addressable: random access for readers.
         writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
         for rec in records:
-            writer.write(feature_spec.serialize_example(example(rec)))
+            writer.write(serialize(feature_spec, rec))
         writer.close()
     return len(records)
 
@@ -118,8 +152,13 @@ def write_metadata(
 
 def _normalise_info(path: str) -> None:
     """Sort the JSON keys, so that equal builds give byte-identical metadata."""
-    with open(path, encoding="utf-8") as f:
-        info = json.load(f)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(info, f, ensure_ascii=False, indent=2, sort_keys=True)
-        f.write("\n")
+    jsonio.write_json(path, sort_keys(jsonio.read_json(path)), indent=2)
+
+
+def sort_keys(value):
+    """`value` with every object's keys in sorted order: equal contents, equal bytes."""
+    if isinstance(value, dict):
+        return {k: sort_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [sort_keys(v) for v in value]
+    return value

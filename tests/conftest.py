@@ -10,6 +10,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Float32 compute wherever a test does not choose: the oracles are float32, and the default
+# (machine.default_compute_dtype) depends on the CPU.
+os.environ.setdefault("COMPASS_JAX_DTYPE", "float32")
 # One persistent compilation cache for the session and the subprocesses it starts (training
 # runs compile the same programs several times).
 os.environ.setdefault(

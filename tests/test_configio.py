@@ -50,8 +50,9 @@ def test_wrong_types_are_refused(tmp_path):
         load_config(_json(tmp_path, [1, 2]))
     with pytest.raises(ConfigError, match=r"--set loss_block: expected 2 items"):
         configio.override(TrainConfig(), ["loss_block=[8, 8, 8]"])
-    with pytest.raises(ConfigError, match=r"--set dtype: expected one of \['float32', 'bfloat16'"):
+    with pytest.raises(ConfigError, match=r"--set dtype: expected one of \['bf16', 'bfloat16', "):
         configio.override(TrainConfig(), ["dtype=float16"])
+    assert configio.override(TrainConfig(), ["dtype=bf16"]).dtype == "bfloat16"  # spellings
     path = _python(tmp_path, 'TrainConfig(data=DataConfig(query_length="64"))')
     with pytest.raises(ConfigError, match=r"exp\.py: data\.query_length: expected int"):
         configio.load(path, TrainConfig)

@@ -98,7 +98,10 @@ def test_figures_are_the_runners_own(demo):
     model, out, _ = demo
     report = json.loads((out / "report.json").read_text())
     suite = load_suite(str(out / "data" / "suite" / "suite.json"))
-    fresh = evaluate(Encoder.load(model), suite, progress=False)
+    # With the run's embedding cache: packed batches make a text's embedding depend on what it
+    # shares a row with at the 1e-7 level, which flips rankings of this random tiny model whose
+    # embeddings all nearly coincide (tests/test_packing.py bounds the difference).
+    fresh = evaluate(Encoder.load(model), suite, cache_dir=str(out / "cache"), progress=False)
     assert report["scores"]["base"]["domain"]["average"] == pytest.approx(fresh["average"])
     cam = np.mean([run["domain"]["average"] for run in report["scores"]["CAM"]])
     check = report["checks"][0]

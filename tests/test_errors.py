@@ -139,7 +139,8 @@ def test_cli_reports_errors_and_keeps_existing_output(bert_dir, tmp_path, capsys
     np.save(out, np.ones(3))
     src = tmp_path / "in.txt"
     src.write_text("ok\n\n")
-    code = cli.main(["embed", "--model", str(bert_dir), "--input", str(src), "--output", str(out)])
+    argv = ["embed", "--model", str(bert_dir), "--input", str(src), "--output", str(out)]
+    code = cli.main([*argv, "--overwrite"])  # a failed run keeps the output it would replace
     assert code == 2
     assert "in.txt:2: empty text" in capsys.readouterr().err
     np.testing.assert_array_equal(np.load(out), np.ones(3))  # nothing already written is lost

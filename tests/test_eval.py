@@ -67,7 +67,7 @@ def test_suite_files_and_errors(tmp_path):
         load_suite(str(tmp_path / "suite.json"))
     suite["tasks"][0]["type"] = "ranking"
     (tmp_path / "suite.json").write_text(json.dumps(suite))
-    with pytest.raises(SuiteError, match="tasks\\[0\\]: type 'ranking'"):
+    with pytest.raises(SuiteError, match=r"tasks\[0\]\.type: expected one of .* got 'ranking'"):
         load_suite(str(tmp_path / "suite.json"))
     with pytest.raises(SuiteError, match="not a file and not a built-in suite"):
         load_suite("nope")
@@ -86,6 +86,7 @@ def test_eval_command_on_the_sample_suite_with_cache(tmp_path, monkeypatch):
     assert cli.main(["eval", "--model", "all-MiniLM-L6-v2", "--suite", "sample",
                      "--out", str(out)]) == 0  # fmt: skip
     results = json.loads((out / "results.json").read_text())
+    assert results["dtype"] == "float32"  # the command's default; the result says which ran
     assert set(results["by_language"]) == {"en", "id", "th", "vi", "ms", "tl", "pt"}
     en = results["tasks"]["sample-retrieval-en"]["metrics"]
     assert en["recall@1"] >= 5 / 6  # English queries against English titles: MiniLM's home turf
@@ -95,7 +96,7 @@ def test_eval_command_on_the_sample_suite_with_cache(tmp_path, monkeypatch):
     original = Encoder.encode
     monkeypatch.setattr(Encoder, "encode", lambda self, t, **k: calls.append(len(t)) or
                         original(self, t, **k))  # fmt: skip
-    assert cli.main(["eval", "--model", "all-MiniLM-L6-v2", "--out", str(out)]) == 0
+    assert cli.main(["eval", "--model", "all-MiniLM-L6-v2", "--out", str(out), "--overwrite"]) == 0
     assert calls == []  # every embedding came from the cache
     again = json.loads((out / "results.json").read_text())
     assert again["average"] == pytest.approx(results["average"])

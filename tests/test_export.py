@@ -13,11 +13,13 @@ import torch
 from sentence_transformers import SentenceTransformer
 from tiny import bert, qwen3, randomize, xlmr
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import AutoModel, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
 
 from compass_jax import cli, tree
+from compass_jax.config import ConfigError
 from compass_jax.interop import ExportError, load_hf, save_hf
 from compass_jax.interop import safetensors_io as st
+from compass_jax.interop.serving import invocation
 from compass_jax.interop.st_package import EmbedderSettings, read_settings, write_settings
 from compass_jax.resolve import load_model, resolve_model
 from compass_jax.sharding import make_mesh, param_shardings
@@ -212,8 +214,33 @@ def test_sentence_transformers_package_files(tiny_dirs, tmp_path):
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: sentence-transformers")
     assert "base_model: org/tiny-qwen3" in card and "| id | 0.7100 |" in card
-    assert "--convert embed" in card and '"matryoshka_dimensions": [8, 16]' in card
-    assert json.loads((out / "export_info.json").read_text())["matryoshka_dimensions"] == [8, 16]
+    assert "--convert embed" in card and "--hf-overrides" not in card  # config.json declares it
+    info = json.loads((out / "export_info.json").read_text())
+    assert info["matryoshka_dimensions"] == [8, 16, 40]  # with the full width
+
+
+def test_matryoshka_dimensions_declared_as_vllm_reads_them_and_read_back(tiny_dirs, tmp_path):
+    cfg, params = load_hf(tiny_dirs["bert"])
+    out = save_hf(cfg, params, tmp_path / "m", tokenizer_from=tiny_dirs["bert"],
+                  dtype="float32", matryoshka_dims=[24, 12])  # fmt: skip
+    # vLLM reads these attributes off transformers' config object (ModelConfig.is_matryoshka:
+    # truthy `matryoshka_dimensions` or `is_matryoshka`; requests' `dimensions` must be listed)
+    hf = AutoConfig.from_pretrained(out, local_files_only=True)
+    assert hf.is_matryoshka is True and hf.matryoshka_dimensions == [12, 24, 48]
+    back, back_params = load_hf(out)  # from_hf accepts and keeps them
+    assert back.is_matryoshka and back.matryoshka_dims == (12, 24, 48)
+    assert back == cfg.replace(is_matryoshka=True, matryoshka_dims=(12, 24, 48))
+    for path, value in tree.flatten(params).items():
+        np.testing.assert_array_equal(tree.flatten(back_params)[path], value)
+    again = save_hf(back, back_params, tmp_path / "m2", tokenizer_from=out, dtype="float32")
+    assert json.loads((again / "config.json").read_text())["matryoshka_dimensions"] == [12, 24, 48]
+    with pytest.raises(ConfigError, match=r"--dim 20: the model declares .*\[12, 24, 48\]"):
+        back.check_dim(20)
+    back.check_dim(24)
+    served = invocation(out, dim=24)
+    assert served["pooler_config"]["dimensions"] == 24 and served["hf_overrides"] == {}
+    with pytest.raises(ValueError, match="--dim 20"):
+        invocation(out, dim=20)
 
 
 @pytest.mark.parametrize("arch", ["qwen3", "bert"])

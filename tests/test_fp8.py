@@ -11,6 +11,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from sentence_transformers import SentenceTransformer
 from sentence_transformers.models import Pooling
 from test_export import TEXTS, tiny_model_dir
 from transformers import AutoModel, AutoTokenizer
@@ -181,6 +182,31 @@ def test_transformers_loads_fp8_and_matches_the_jax_w8a8_simulation(arch, export
     plain = Encoder.load(out)
     plain.fp8 = None  # weights-only: what the FP8 activations change
     assert np.abs(plain.encode(TEXTS) - ours).max() > 1e-4
+
+
+@pytest.mark.parametrize("arch", ["bert", "qwen3"])
+def test_sentence_transformers_encodes_the_fp8_export_on_cpu(arch, exports):
+    # sentence-transformers calls the model's `forward` directly, skipping compressed-tensors'
+    # decompress-on-first-call hook; the export's sentence_bert_config.json has it load the
+    # weights dequantised instead (FP8 values times their scales), whatever the device.
+    _, _, out = exports[arch]
+    settings = json.loads((out / "sentence_bert_config.json").read_text())
+    assert settings["config_kwargs"]["quantization_config"]["dequantize"] is True
+    model = SentenceTransformer(str(out), device="cpu", local_files_only=True,
+                                model_kwargs={"dtype": torch.float32})  # fmt: skip
+    theirs = model.encode(TEXTS, prompt_name="query")
+    plain = Encoder.load(out)  # the same dequantised weights, in JAX
+    plain.fp8 = None  # no activation rounding
+    ours = plain.encode(TEXTS, prompt="query")
+    np.testing.assert_allclose(theirs, ours, atol=2e-5)
+    # bf16, as a user gets it by default, runs too
+    default = SentenceTransformer(str(out), device="cpu", local_files_only=True)
+    cosine = np.sum(default.encode(TEXTS, prompt_name="query") * ours, axis=1)
+    assert cosine.min() > 0.99, cosine
+    # transformers' AutoModel keeps reading config.json alone: FP8 weights, W8A8 on first call
+    auto = AutoModel.from_pretrained(out, local_files_only=True)
+    assert auto.get_input_embeddings() is not None
+    assert any(p.dtype == torch.float8_e4m3fn for p in auto.parameters())
 
 
 def test_only_the_fp8_scheme_loads(exports, tmp_path):

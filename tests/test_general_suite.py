@@ -260,7 +260,7 @@ def test_command_refuses_bad_sizes(tmp_path, capsys):
 
     args = ["data", "general-suite", "--out", str(tmp_path / "t"), "--pairs-per-language", "0"]
     assert main(args) == 2
-    assert "pairs_per_language must be >= 1" in capsys.readouterr().err
+    assert "--pairs-per-language: must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
 
 
@@ -284,5 +284,5 @@ def test_a_missing_source_package_is_a_one_line_error(tmp_path, capsys, monkeypa
     monkeypatch.setattr(pool, "SOURCES", (*pool.SOURCES, ("no-such-dist", "no_such_module")))
     assert main(["data", "general-suite", "--out", str(tmp_path / "s"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("compass-jax data: error: source package 'no-such-dist' is not installed: "
-                   "pip install 'compass-jax[data]'")  # fmt: skip
+    assert err == ("compass-jax data general-suite: error: source package 'no-such-dist' is not "
+                   "installed: pip install 'compass-jax[data]'")  # fmt: skip

@@ -13,6 +13,7 @@ from jax.sharding import PartitionSpec
 
 from compass_jax import merge, sharding, tree
 from compass_jax.merge import MergeError, RulesError, load_rules, stream
+from compass_jax.merge import leaf as leaf_steps
 
 # ------------------------------------------------------------------ oracles (numpy, from papers)
 
@@ -96,11 +97,8 @@ def test_mergekit_mode_matches_published_formula(t):
     out, report = merge.merge("slerp", [_tree(0), _tree(1)], t=t, with_report=True)
     out = _flat(out)
     for path in a:
-        # matrices: mergekit's slerp; 1-D leaves: lerp (the default policy), mergekit's lerp
-        if a[path].ndim >= 2:
-            expected = mergekit_slerp(t, a[path], b[path])
-        else:
-            expected = (1 - t) * a[path] + t * b[path]
+        # every leaf, 1-D ones included, by mergekit's slerp (the mergekit-mode default)
+        expected = mergekit_slerp(t, a[path], b[path])
         np.testing.assert_allclose(out[path], expected, rtol=2e-6, atol=2e-7, err_msg=path)
     row = next(r for r in report if r["path"] == "layers.1.mlp.up_proj.kernel")
     x, y = a[row["path"]].ravel().astype(np.float64), b[row["path"]].ravel().astype(np.float64)
@@ -198,19 +196,16 @@ def test_karcher_of_several_points_matches_mergekit_iteration():
     out = _flat(merge.karcher_mean(trees, weights))
     flats = [_flat(t) for t in trees]
     for path in out:
-        xs = [f[path] for f in flats]
-        if xs[0].ndim >= 2:
-            expected = mergekit_karcher(xs, weights)
-            # first-order optimality: the weighted tangent vectors at the mean cancel
-            m = expected / np.linalg.norm(expected)
-            log = 0
-            for w, x in zip(weights, xs, strict=True):
-                u = x / np.linalg.norm(x)
-                theta = np.arccos(np.sum(m * u))
-                log = log + w * theta / np.sin(theta) * (u - np.cos(theta) * m)
-            assert np.linalg.norm(log) < 1e-5  # the iteration stops below tol
-        else:  # 1-D leaves: the weighted linear mean
-            expected = sum(w * x for w, x in zip(weights, xs, strict=True))
+        xs = [f[path] for f in flats]  # every leaf, 1-D ones too (mergekit mode)
+        expected = mergekit_karcher(xs, weights)
+        # first-order optimality: the weighted tangent vectors at the mean cancel
+        m = expected / np.linalg.norm(expected)
+        log = 0
+        for w, x in zip(weights, xs, strict=True):
+            u = x / np.linalg.norm(x)
+            theta = np.arccos(np.sum(m * u))
+            log = log + w * theta / np.sin(theta) * (u - np.cos(theta) * m)
+        assert np.linalg.norm(log) < 1e-5  # the iteration stops below tol
         np.testing.assert_allclose(out[path], expected, rtol=1e-5, atol=1e-6, err_msg=path)
 
 
@@ -218,11 +213,8 @@ def test_task_slerp_is_slerp_of_task_vectors_added_to_base():
     base, a, b = _flat(_tree(2)), _flat(_tree(0)), _flat(_tree(1))
     out, report = merge.merge("task_slerp", [_tree(2), _tree(0), _tree(1)], t=0.4, with_report=True)
     out = _flat(out)
-    for path in out:
-        if base[path].ndim >= 2:
-            expected = base[path] + mergekit_slerp(0.4, a[path] - base[path], b[path] - base[path])
-        else:
-            expected = 0.6 * a[path] + 0.4 * b[path]
+    for path in out:  # every leaf, 1-D ones too (mergekit mode)
+        expected = base[path] + mergekit_slerp(0.4, a[path] - base[path], b[path] - base[path])
         np.testing.assert_allclose(out[path], expected, rtol=1e-5, atol=1e-6, err_msg=path)
     row = report[0]
     da, db = (x[row["path"]] - base[row["path"]] for x in (a, b))
@@ -260,19 +252,22 @@ def test_rules_first_match_depth_schedules_and_defaults():
         path = f"layers.{i}.mlp.up_proj.kernel"
         assert rows[path]["op"] == "lerp" and rows[path]["t"] == pytest.approx(i / 3, abs=1e-6)
         np.testing.assert_allclose(out[path], (1 - i / 3) * fa[path] + i / 3 * fb[path], 1e-6, 1e-8)
-    # before the stack: the first value; after it: the last; 1-D leaves lerp by default
+    # before the stack: the first value; after it: the last; in mergekit mode 1-D leaves slerp
     assert rows["embeddings.token.embedding"]["t"] == pytest.approx(0.2)
     assert rows["embeddings.token.embedding"]["op"] == "spherical"
     assert rows["final_norm.scale"]["t"] == pytest.approx(0.8)
-    assert rows["final_norm.scale"]["op"] == "lerp"
-    # a 1-D leaf no rule names: lerp at the call's t; a later rule never reached for layer 3
-    assert rows["layers.1.attn.q_proj.bias"]["op"] == "lerp"
-    assert rows["layers.1.attn.q_proj.bias"]["rule"] is None
+    assert rows["final_norm.scale"]["op"] == "spherical"
+    # a 1-D leaf no rule names: the default op at the call's t; a later rule never reached
+    bias = "layers.1.attn.q_proj.bias"
+    assert rows[bias]["op"] == "spherical" and rows[bias]["rule"] is None
     assert rows["layers.3.attn.q_proj.bias"]["op"] == "keep_b"
-    np.testing.assert_allclose(
-        out["layers.1.attn.q_proj.bias"], 0.5 * fa["layers.1.attn.q_proj.bias"]
-        + 0.5 * fb["layers.1.attn.q_proj.bias"], rtol=1e-6
-    )  # fmt: skip
+    expected = mergekit_slerp(np.float32(0.5), fa[bias], fb[bias])
+    np.testing.assert_allclose(out[bias], expected, rtol=1e-5, atol=1e-6)
+    # geodesic mode: 0/1-D leaves lerp by default (matrices stay spherical)
+    _, report = merge.merge("slerp", [a, b], t=0.5, mode="geodesic", with_report=True)
+    ops = {r["path"]: r["op"] for r in report}
+    assert ops[bias] == ops["final_norm.scale"] == "lerp"
+    assert ops["layers.1.attn.q_proj.kernel"] == "spherical"
 
 
 def test_rule_errors_name_the_rule_and_file(tmp_path):
@@ -351,26 +346,79 @@ def test_jitted_and_sharded_inputs_give_the_eager_result():
 # ------------------------------------------------------------------ streaming, as the command does
 
 
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
 @pytest.mark.parametrize(
     "kind,op", [("pair", "spherical"), ("pair", "lerp"), ("pair", "keep_b"),
-                ("task", "spherical"), ("many", "spherical"), ("many", "lerp")],
+                ("task", "spherical"), ("task", "lerp"), ("many", "spherical"),
+                ("many", "lerp")],
 )  # fmt: skip
-def test_streamed_chunks_match_the_in_memory_merge(kind, op):
+def test_streamed_merge_is_the_in_memory_arithmetic(kind, op, dtype):
     rng = np.random.default_rng(7)
-    xs = [
-        rng.standard_normal((13, 11)).astype(np.float32) for _ in range(2 if kind == "pair" else 3)
-    ]
-    t, weights = (None, [0.5, 0.3, 0.2]) if kind == "many" else (0.3, None)
+    count = 2 if kind == "pair" else 3 if kind == "task" else 4
+    xs = [(rng.standard_normal((13, 11)) * 0.1).astype(dtype) for _ in range(count)]
+    t, weights = (None, [0.4, 0.3, 0.2, 0.1]) if kind == "many" else (0.3, None)
     leaf_op = merge.LeafOp(kind, op, "geodesic" if kind == "task" else "mergekit")
-    want, want_stats = merge.merge_leaf(leaf_op, [jnp.asarray(x) for x in xs], t, weights)
+    jxs = tuple(jnp.asarray(x) for x in xs)
+    want, want_stats = merge.merge_leaf(leaf_op, jxs, t, weights)
+    want = np.asarray(want)
     # chunks of 17 elements: 9 chunks, the last one short
+    prepared = stream.prepare(leaf_op, xs, t=t, weights=weights, chunk=17)
     parts = []
-    stats = stream.merge_streamed(leaf_op, xs, lambda c: parts.append(np.array(c)), np.float32,
-                                  t=t, weights=weights, chunk=17)  # fmt: skip
+    stats = stream.emit(prepared, stream.Sink(lambda c: parts.append(np.array(c))), dtype)
     assert len(parts) == 9 and parts[-1].size == 143 - 8 * 17
-    np.testing.assert_allclose(np.concatenate(parts).reshape(13, 11), want, rtol=1e-5, atol=1e-6)
+    got = np.concatenate(parts).reshape(13, 11)
+    assert got.dtype == want.dtype
+    # Given its coefficients, the streamed result is XLA's combine bit for bit (fused
+    # multiply-adds included).
+    same, _ = leaf_steps.combine(jxs, jnp.asarray(prepared.coeffs), t, leaf_op.ends)
+    assert got.tobytes() == np.asarray(same).tobytes()
+    # Coefficients come from the same jitted step; those that need no inner products (lerp,
+    # keep) are the in-memory ones, so is the whole result, bit for bit.
+    moments = leaf_steps.moments(kind, jxs)
+    in_memory, _ = leaf_steps.coefficients(leaf_op, moments, t, weights)
+    np.testing.assert_allclose(prepared.coeffs, in_memory, rtol=2e-6, atol=1e-7)
+    if op != "spherical":
+        assert got.tobytes() == want.tobytes()
+    else:  # inner products summed in another order: the coefficients' rounding, nothing else
+        x32 = [np.abs(x.astype(np.float32)) for x in xs]
+        shifts = np.abs(prepared.coeffs - np.asarray(in_memory))
+        moved = sum(float(d) * x for d, x in zip(shifts, x32, strict=True))
+        terms = sum(abs(float(c)) * x for c, x in zip(prepared.coeffs, x32, strict=True))
+        ulp = np.finfo(np.float32 if dtype == np.float32 else ml_dtypes.bfloat16).eps
+        error = np.abs(got.astype(np.float32) - want.astype(np.float32))
+        assert np.all(error <= moved + 2 * ulp * terms)
     for key in ("angle_deg", "norms_in", "norm_out"):
         np.testing.assert_allclose(stats[key], want_stats[key], rtol=1e-5, err_msg=key)
+
+
+def test_streamed_bfloat16_rounding_is_ml_dtypes():
+    rng = np.random.default_rng(9)
+    bits = np.concatenate([rng.integers(0, 2**32, 5000, dtype=np.uint64).astype(np.uint32),
+                           np.array([0x3F808000, 0x3F818000, 0x7F7FFFFF, 0x00000001, 0x807FFFFF,
+                                     0x3F80FFFF, 0xC0008000, 0x00008000], np.uint32)])  # fmt: skip
+    x = bits.view(np.float32)
+    x = x[np.isfinite(x) & (np.abs(x) < 3.38e38)]  # rounds to a finite bfloat16
+    got = np.concatenate(_collect(merge.LeafOp("pair", "keep_a"), [x, x], None, ml_dtypes.bfloat16))
+    assert got.tobytes() == x.astype(ml_dtypes.bfloat16).tobytes()
+
+
+def test_streamed_non_finite_inputs_and_results_are_refused():
+    a = np.ones(100, np.float32)
+    b = a.copy()
+    b[57] = np.inf
+    with pytest.raises(stream.NonFinite) as err:
+        stream.prepare(merge.LeafOp("pair", "lerp"), [a, b], t=0.5, chunk=16)
+    assert err.value.which == 1
+    huge = np.full(100, 3e38, np.float32)  # finite, but its squares overflow: accepted
+    prepared = stream.prepare(merge.LeafOp("pair", "lerp"), [huge, huge], t=0.5, chunk=16)
+    written = []
+    stream.emit(prepared, stream.Sink(written.append), np.float32)
+    assert len(written) == 7
+    prepared = stream.prepare(merge.LeafOp("pair", "lerp"), [huge, huge], t=2.0, chunk=16)
+    written.clear()
+    with pytest.raises(stream.NonFinite) as err:  # -3e38 + 6e38 overflows
+        stream.emit(prepared, stream.Sink(written.append), np.float32)
+    assert err.value.which is None and not written  # refused before the chunk is written
 
 
 def test_streamed_mixed_precision_inputs_and_exact_end_points():

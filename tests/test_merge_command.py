@@ -4,7 +4,6 @@ over; errors name what is wrong; peak memory stays near a tensor per input; `mer
 
 import json
 import os
-import string
 import subprocess
 import sys
 import textwrap
@@ -12,29 +11,24 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from tiny import bert, randomize
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertTokenizerFast
+from tiny import bert_dir
+from transformers import AutoModel, AutoTokenizer, BertConfig
 
 from compass_jax import cli, merge, tree
 from compass_jax.encoder import Encoder
 from compass_jax.eval import evaluate, load_suite
 from compass_jax.interop import load_hf
 from compass_jax.interop.safetensors_io import SafetensorsFile, SafetensorsWriter, save_file
+from compass_jax.merge import stream
 from compass_jax.workflows import merge_sweep
+from compass_jax.workflows.merge import merge_checkpoints
 
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *string.digits]
-WORDS += [f"##{c}" for c in string.ascii_lowercase + string.digits]
-WORDS += ["shoe", "bag", "pan", "red", "phone", "case", "water", "bottle", "baby", "men"]
 TEXTS = ["red shoe for men", "water bottle 1l", "phone case", "baby bag"]
 
 
 def _model_dir(path, seed, *, shards=None, st_files=False):
     """A random tiny BertModel saved as a HF directory with a WordPiece tokenizer."""
-    model = randomize(bert(), seed)
-    kwargs = {"max_shard_size": shards} if shards else {}
-    model.save_pretrained(path, safe_serialization=True, **kwargs)
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(WORDS)}, model_max_length=40)
-    tokenizer.save_pretrained(path)
+    bert_dir(path, seed, shards=shards)
     if st_files:  # a sentence-transformers package around it, and files that must not follow
         kinds = [("Transformer", ""), ("Pooling", "1_Pooling"), ("Normalize", "2_Normalize")]
         modules = [
@@ -94,7 +88,7 @@ def test_merged_directory_loads_in_transformers_and_embeds(dirs, tmp_path, capsy
     assert cli.main(["merge", "--models", str(dirs["a"]), str(dirs["b"]), "--t", "0.3",
                      "--out", str(out)]) == 0  # fmt: skip
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["merged"] == 53 and summary["tensors"] == 55  # pooler.dense.* copied
+    assert summary["merged"] == summary["tensors"] == 55 and summary["copied"] == []
     assert summary["not_copied"] == ["model.safetensors", "onnx", "pytorch_model.bin"]
 
     # the same as the pure function on the loaded params
@@ -104,8 +98,12 @@ def test_merged_directory_loads_in_transformers_and_embeds(dirs, tmp_path, capsy
     model, info = AutoModel.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert not info["mismatched_keys"]
-    pooler = SafetensorsFile(dirs["a"] / "model.safetensors").read("pooler.dense.weight")
-    np.testing.assert_array_equal(model.pooler.dense.weight.detach().numpy(), pooler)
+    # the pooler, outside the encoder's key table, is merged too, by the default policy
+    for key, op in (("pooler.dense.weight", "spherical"), ("pooler.dense.bias", "spherical")):
+        x, y = (SafetensorsFile(d / "model.safetensors").read(key) for d in (dirs["a"], dirs["b"]))
+        want = merge.merge_two(np.array(x), np.array(y), 0.3, op=op)[0]
+        got = dict(model.named_parameters())[key].detach().numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=key)
 
     # non-weight files come from the first model; stale or exported weights do not
     names = sorted(os.listdir(out))
@@ -145,8 +143,9 @@ def test_merged_directory_loads_in_transformers_and_embeds(dirs, tmp_path, capsy
     report = json.loads((out / "merge_report.json").read_text())
     rows = {r["key"]: r for r in report["report"]}
     assert len(rows) == 55 and report["method"] == "slerp" and report["t"] == 0.3
-    assert rows["pooler.dense.weight"]["op"] == "copy"
-    assert rows["encoder.layer.1.output.LayerNorm.weight"]["op"] == "lerp"
+    assert rows["pooler.dense.weight"]["op"] == "spherical"
+    assert rows["pooler.dense.weight"]["path"] == "pooler.dense.weight"
+    assert rows["encoder.layer.1.output.LayerNorm.weight"]["op"] == "spherical"  # mergekit mode
     row = rows["encoder.layer.2.intermediate.dense.weight"]
     assert row["path"] == "layers.2.mlp.up_proj.kernel" and row["op"] == "spherical"
     x, y = (
@@ -158,6 +157,22 @@ def test_merged_directory_loads_in_transformers_and_embeds(dirs, tmp_path, capsy
     assert row["norms_in"] == pytest.approx([np.linalg.norm(x), np.linalg.norm(y)], rel=1e-5)
     merged = SafetensorsFile(out / "model.safetensors").read(row["key"])
     assert row["norm_out"] == pytest.approx(np.linalg.norm(merged), rel=1e-5)
+
+
+def test_tensors_shared_by_several_workers_merge_the_same(dirs, tmp_path, monkeypatch):
+    # chunks of 64 elements: every matrix split into 3 ranges written in blocks at their place
+    monkeypatch.setattr(stream, "CHUNK", 64)
+    out = tmp_path / "split"
+    summary = merge_checkpoints([dirs["a"], dirs["b"]], out, t=0.3, workers=3, progress=False)
+    assert summary["merged"] == summary["tensors"] == 55
+    a, b = load_hf(dirs["a"])[1], load_hf(dirs["b"])[1]
+    _assert_params_close(_params(out), tree.flatten(merge.slerp(a, b, 0.3)))
+    whole = tmp_path / "whole"
+    monkeypatch.setattr(stream, "CHUNK", 1 << 18)
+    merge_checkpoints([dirs["a"], dirs["b"]], whole, t=0.3, workers=1, progress=False)
+    split, one = (SafetensorsFile(d / "model.safetensors") for d in (out, whole))
+    for key in one.names():  # the same to float32 rounding of the inner products' sums
+        np.testing.assert_allclose(split.read(key), one.read(key), rtol=1e-6, atol=1e-7)
 
 
 def test_shards_rules_task_vectors_and_karcher(dirs, tmp_path):

@@ -6,17 +6,10 @@ import numpy as np
 import pytest
 import torch
 from sentence_transformers.models import Pooling
-from tiny import batch, bert, qwen3, randomize, save, torch_hidden, xlmr
+from tiny import CASES, batch, bert, qwen3, randomize, save, torch_hidden, xlmr
 
 from compass_jax import embedding, models
 from compass_jax.interop import load_hf
-
-CASES = {
-    "bert": (bert, 0, "right", "mean"),
-    "xlm-roberta": (xlmr, 1, "right", "cls"),
-    "qwen3-left": (qwen3, 0, "left", "last"),
-    "qwen3-right": (qwen3, 0, "right", "last"),
-}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

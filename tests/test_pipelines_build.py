@@ -1,6 +1,7 @@
 """The whole build on a small bundled catalog: TFDS output readable without TensorFlow,
-splits held out by group_id, byte-identical whatever the number of workers, a killed build
-resumed equal to an uninterrupted one, and the trainer-facing readers over the output."""
+splits held out by group_id, mined negatives with their classes, the Beam pipeline
+byte-identical to the in-process build, a killed build (either runner) rerun to the same bytes,
+and the trainer-facing readers over the output."""
 
 import json
 import os
@@ -8,25 +9,19 @@ import pathlib
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from compass_jax.data.mixture import MixtureReader, PairReader, open_reader
+from compass_jax.data.pairs import read_records
+from compass_jax.data.text_hash import text_hash
+from compass_jax.data.tfds_source import open_build
+from pipelines import build
+from pipelines.config import ConfigError, load_config
+from pipelines.export import export_jsonl
 
-from compass_jax.data.mixture import (  # noqa: E402
-    MixtureReader,
-    PairReader,
-    open_reader,
-)
-from compass_jax.data.pairs import read_records  # noqa: E402
-from compass_jax.data.text_hash import text_hash  # noqa: E402
-from compass_jax.data.tfds_source import open_build  # noqa: E402
-from pipelines import build  # noqa: E402
-from pipelines.config import ConfigError, load_config  # noqa: E402
-from pipelines.export import export_jsonl  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SMALL = [
     "catalog.generate_size=150",
@@ -34,6 +29,7 @@ SMALL = [
     "partitions=3",
     "synthesis.fraction=0.3",
     "translation.fraction=0.3",
+    "mining.teacher=hashing",  # the model teacher is tested apart (tests/test_pipelines_mining)
 ]
 COMPARED = ("tfds", "datasets.json", "labels.json", "card.json", "card.md")
 
@@ -101,48 +97,86 @@ def test_output_is_tfds_with_held_out_groups(built):
     assert sum(bool(r.negatives) for s in trains for r in s) > 0.8 * sum(map(len, trains))
 
 
-def test_same_seed_byte_identical_whatever_the_workers(built, tmp_path):
-    out = tmp_path / "two-workers"
-    cfg = load_config(None, SMALL)
-    errors = []
+def test_negatives_carry_the_class_of_their_product(built, tmp_path):
+    """Each negative's label is its product's leaf class, found here from the catalog files and
+    labels.json (not from the build's own records)."""
+    leaves = json.loads((built / "labels.json").read_text())["levels"][-1]
+    leaf_of = {}
+    for f in (built / "catalog").glob("*.jsonl"):
+        for line in f.open(encoding="utf-8"):
+            p = json.loads(line)
+            keys = p.get("category_ids") or p["category_path"]
+            leaf_of.setdefault(p["title"], set()).add(leaves.index("/".join(keys)))
+    checked = 0
+    for split in ("train", "test"):
+        raw = open_build(built, split, ["query_product"])["query_product"]._source
+        for i in range(len(raw)):
+            r = raw[i]
+            negatives = [n.decode() for n in r["negatives"]]
+            assert len(r["negative_labels"]) == len(negatives)
+            for text, label in zip(negatives, map(int, r["negative_labels"]), strict=True):
+                assert label in leaf_of[text], (text, label)
+                checked += 1
+    assert checked > 500
+    exported = tmp_path / "qp.jsonl"  # the JSONL export carries the same labels
+    export_jsonl(built, exported, split="train", tasks=["query_product"])
+    raw = open_build(built, "train", ["query_product"])["query_product"]._source
+    assert [json.loads(line)["negative_labels"] for line in exported.open()] == [
+        list(map(int, raw[i]["negative_labels"])) for i in range(len(raw))
+    ]
 
-    def worker(i):
-        try:
-            build.run(
-                cfg, str(out), num_shards=2, shard_index=i, wait_timeout_s=300, progress=False
-            )
-        except Exception as e:  # surfaced below
-            errors.append(e)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
-    assert not errors
+def test_beam_pipeline_is_byte_identical_to_the_local_build(built, tmp_path):
+    out = tmp_path / "beam"
+    summary = build.run(load_config(None, SMALL), str(out), runner="beam")
+    assert summary["runner"] == "DirectRunner"
     assert outputs(out) == outputs(built)
+    report = json.loads((out / "report.json").read_text())
+    assert (
+        report["dedup"]["dropped"]
+        == json.loads((built / "report.json").read_text())["dedup"]["dropped"]
+    )
+    with pytest.raises(ValueError, match="NoSuchRunner"):  # options reach Beam as given
+        build.run(load_config(None, SMALL), str(out), runner="beam",
+                  beam_options=["--runner=NoSuchRunner"])  # fmt: skip
+
+
+def _kill_when(cmd, out, ready, what):
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not ready():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, f"{what} never started"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "datasets.json").exists()
+
+
+def cli(out, *extra):
+    return [sys.executable, "-m", "compass_jax.cli", "data", "build", "--out", str(out),
+            "--quiet", *extra, *[a for s in SMALL for a in ("--set", s)]]  # fmt: skip
+
+
+def test_killed_beam_build_reruns_to_the_same_files_paying_nothing_twice(built, tmp_path):
+    out = tmp_path / "beam-killed"
+    # Killed once the filter runs: synthesis and translation answers are in the cache by then.
+    _kill_when(
+        cli(out, "--runner", "beam"), out, lambda: (out / "rejects" / "filter").exists(), "filter"
+    )
+    build.run(load_config(None, SMALL), str(out), runner="beam")
+    assert outputs(out) == outputs(built)
+    assert not [p for p in out.rglob(".tmp-*") if p.is_file()]
+    report = json.loads((out / "report.json").read_text())
+    for stage in ("synthesize", "translate"):
+        g = report[stage]["generator"]
+        assert g["cache_hits"] == g["requests"] > 0 and g.get("calls", 0) == 0
 
 
 def test_killed_build_resumes_to_the_same_result(built, tmp_path):
     out = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "compass_jax.cli",
-        "data",
-        "build",
-        "--out",
-        str(out),
-        "--quiet",
-        *[a for s in SMALL for a in ("--set", s)],
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while not list((out / "work" / "filter").glob("*.done.json")):
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # part-way through the filter stage
-    proc.wait()
-    assert not (out / "datasets.json").exists()
+    done = lambda: list((out / "work" / "filter").glob("*.done.json"))
+    _kill_when(cli(out), out, done, "filter")  # part-way through the filter stage
     ran = build.run(load_config(None, SMALL), str(out), progress=False)
     assert ran["catalog"] == 0 and ran["construct"] == 0 and ran["filter"] < 3  # resumed
     assert outputs(out) == outputs(built)
@@ -216,6 +250,12 @@ def test_user_catalog_with_invalid_lines_rejected(tmp_path):
     assert reject["error"].startswith(f"{tmp_path / 'shop.jsonl'}:4: field 'title'")
     index = json.loads((out / "datasets.json").read_text())["tasks"]
     assert sum(index["query_product"]["records"].values()) > 0
+    beam_out = tmp_path / "beam"  # user files, rejected lines, no mining: the same on Beam
+    build.run(load_config(cfg_path), str(beam_out), runner="beam")
+    assert outputs(beam_out) == outputs(out)
+    assert (beam_out / "rejects" / "ingest" / "f00000.jsonl").read_text() == (
+        out / "rejects" / "ingest" / "f00000.jsonl"
+    ).read_text()
     with pytest.raises(ConfigError, match="MiningConfig has no field 'teachr'"):
         load_config(cfg_path, ["mining.teachr=hashing"])
 

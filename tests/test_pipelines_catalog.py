@@ -2,14 +2,10 @@
 
 import json
 import re
-import sys
 import unicodedata
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's pipelines/
 
 from pipelines.catalog.generate import generate_catalog
 from pipelines.catalog.schema import CatalogError, read_catalog, validate_record

@@ -1,12 +1,8 @@
 """Filters (language id, length, script, exact and near dedup) and hard-negative mining."""
 
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.filters.dedup import (
     exact_key,
@@ -17,7 +13,7 @@ from pipelines.filters.dedup import (
 )
 from pipelines.filters.langid import langid_filter
 from pipelines.filters.quality import length_filter, script_filter
-from pipelines.mining import MiningConfig, build_corpus, mine, unique_docs
+from pipelines.mining import MiningConfig, mine, unique_docs
 from pipelines.teacher import HashingTeacher
 from pipelines.text.noise import strip_accents
 
@@ -32,6 +28,7 @@ def rec(uid, query, positive, lang="id", task="title_description", label=-1, gro
         "negatives": [],
         "label": label,
         "label_path": [],
+        "positive_label": label,
         "group_id": group,
         "split": "train",
         "source": "catalog",
@@ -124,7 +121,7 @@ def test_mining_excludes_positive_close_scores_same_label_and_group():
     ]
     teacher = HashingTeacher()
     docs = unique_docs(docs_records)
-    corpus = build_corpus(docs, teacher.encode([d["text"] for d in docs]))
+    vectors = teacher.encode([d["text"] for d in docs])
     query = rec(
         "x",
         "kaos polos hitam pria murah",
@@ -135,23 +132,24 @@ def test_mining_excludes_positive_close_scores_same_label_and_group():
     )
     cfg = MiningConfig(num_negatives=3, top_k=10, max_score_fraction=0.97)
     stats = Counter()
-    [out] = mine([query], teacher.encode([query["query"]]), corpus, cfg, stats)
+    out = dict(query)
+    mine([out], teacher.encode([query["query"]]), docs, vectors, cfg, stats)
     negs = out["negatives"]
     assert "kaos polos hitam pria" not in negs  # the positive
     assert "kaos polos hitam pria premium" not in negs  # same label (1)
     assert "kaos polos putih pria" not in negs  # same group (g0)
     assert negs[:2] == ["kaos polos hitam pria ori", "kaos polos abu pria"]  # hardest first
+    assert out["negative_labels"][:2] == [5, 3]  # each negative's class, for the class mask
     assert stats["dropped_same_label"] >= 1 and stats["dropped_same_group"] >= 1
     # A candidate scoring near the positive is a likely unlabelled positive: dropped.
-    [close] = mine(
-        [query],
-        teacher.encode([query["query"]]),
-        corpus,
-        MiningConfig(num_negatives=3, top_k=10, max_score_fraction=0.5),
-        stats,
-    )
+    close, labelled = dict(query), dict(query)
+    cfg = MiningConfig(num_negatives=3, top_k=10, max_score_fraction=0.5)
+    mine([close], teacher.encode([query["query"]]), docs, vectors, cfg, stats)
     assert "kaos polos hitam pria ori" not in close["negatives"]
     assert stats["dropped_above_score_fraction"] >= 1
+    # A labelled task's false negatives are its own class: no score ceiling there.
+    mine([labelled], teacher.encode([query["query"]]), docs, vectors, cfg, stats, ceiling=False)
+    assert labelled["negatives"][0] == "kaos polos hitam pria ori"
 
 
 def test_noise_helpers():

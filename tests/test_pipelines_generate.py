@@ -8,19 +8,19 @@ import sys
 import threading
 import types
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from pipelines.catalog.generate import generate_catalog
 from pipelines.catalog.schema import validate_record
+from pipelines.catalog.vocab import load_vocabulary
 from pipelines.generate import GeneratorConfig, Request, make_generator
 from pipelines.generate.base import Generator, parse_answer
 from pipelines.generate.jsonschema import schema_errors
 from pipelines.generate.prompts import queries_schema
+from pipelines.tasks.construct import Context, TasksConfig
+from pipelines.tasks.labels import LabelMap
 from pipelines.tasks.synthetic import SynthesisConfig, synthesize
 from pipelines.tasks.translated import TranslationConfig, char_fscore, translate
 
@@ -84,13 +84,15 @@ def products():
     return [validate_record(r, "gen") for r in generate_catalog(60, seed=5)]
 
 
-def split(p):
-    return "train"
+@pytest.fixture(scope="module")
+def ctx(products):
+    labels = LabelMap.from_paths(p.category_keys for p in products)
+    return Context(TasksConfig(), load_vocabulary(), labels, 1, {"train": 1.0})
 
 
-def test_template_backend_synthesis_end_to_end(tmp_path, products):
+def test_template_backend_synthesis_end_to_end(tmp_path, products, ctx):
     gen = make_generator(GeneratorConfig(backend="template"), tmp_path / "t.db")
-    records, rejects = synthesize(products, gen, SynthesisConfig(fraction=0.5), split, seed=1)
+    records, rejects = synthesize(products, gen, SynthesisConfig(fraction=0.5), ctx)
     assert rejects == [] and len(records) > 20
     by_id = {p.id: p for p in products}
     for r in records:
@@ -98,15 +100,16 @@ def test_template_backend_synthesis_end_to_end(tmp_path, products):
         assert r["task"] == "synthetic_query" and r["positive"] == p.title
         assert r["lang"] == p.lang and r["source"] == "synthetic:template"
         assert r["query"] and r["query"] != p.title
+        assert r["positive_label"] == ctx.labels.label(p.category_keys) >= 0
     # Deterministic: the same seed gives the same queries (and the cache serves them).
-    again, _ = synthesize(products, gen, SynthesisConfig(fraction=0.5), split, seed=1)
-    assert again == records and gen.cache.hits >= len({r["doc_id"] for r in records})
+    again, _ = synthesize(products, gen, SynthesisConfig(fraction=0.5), ctx)
+    assert again == records and gen.stats["cache_hits"] >= len({r["doc_id"] for r in records})
 
 
-def test_template_translation_is_filtered_by_back_translation(tmp_path, products):
+def test_template_translation_is_filtered_by_back_translation(tmp_path, products, ctx):
     gen = make_generator(GeneratorConfig(backend="template"), tmp_path / "t.db")
     cfg = TranslationConfig(fraction=0.6, filter="back_translation", min_agreement=0.5)
-    records, rejects = translate(products, gen, cfg, split, seed=2)
+    records, rejects = translate(products, gen, cfg, ctx)
     pairs = [r for r in records if r["task"] == "cross_lingual"]
     assert pairs and all(r["source"] == "translation:template" for r in pairs)
     for r in pairs:  # the group had no listing in the target language
@@ -116,7 +119,7 @@ def test_template_translation_is_filtered_by_back_translation(tmp_path, products
     thai = [r for r in pairs if r["lang"].endswith(">th")]
     assert thai and all(any("\u0e00" <= c <= "\u0e7f" for c in r["positive"]) for r in thai)
     strict = TranslationConfig(fraction=0.6, filter="back_translation", min_agreement=0.99)
-    _, rejected = translate(products, gen, strict, split, seed=2)
+    _, rejected = translate(products, gen, strict, ctx)
     assert len(rejected) > len(rejects) and "agreement" in rejected[-1]["reason"]
 
 
@@ -179,7 +182,8 @@ def test_openai_backend_protocol_retries_and_key_handling(server, monkeypatch, c
     with caplog.at_level(logging.DEBUG):
         [r] = gen.generate([request(seed=11)])
     assert r.value == {"queries": ["kaos hitam murah", "kaos polos"]} and r.attempts == 2
-    assert gen.http_calls == 4 and len(FakeOpenAI.seen) == 4
+    assert gen.stats["http_requests"] == 4 and len(FakeOpenAI.seen) == 4
+    assert gen.stats["http_retries"] == 2 and gen.stats["schema_retries"] == 1
     first, last = FakeOpenAI.seen[0], FakeOpenAI.seen[-1]
     assert first["path"] == "/v1/chat/completions" and first["auth"] == f"Bearer {secret}"
     assert first["body"]["model"] == "qwen-test"

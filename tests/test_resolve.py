@@ -118,5 +118,27 @@ def test_commands_take_a_workdir_step(run, tmp_path, capsys):
     texts.write_text("w1 w2\nw3\n")
     out = tmp_path / "e.npy"
     argv = ["embed", "--model", f"{workdir}@2", "--input", str(texts), "--output", str(out)]
+    capsys.readouterr()
     assert cli.main(argv) == 0
     assert np.load(out).shape == (2, 48)
+    # Every output that reads a workdir names it and its step, never only the base model or
+    # the folder the checkpoint was exported to.
+    summary = json.loads(capsys.readouterr().out)
+    expected = {"model": f"{workdir}@2", "workdir": str(workdir), "step": 2}
+    assert expected.items() <= summary["provenance"].items() and summary["model"] == f"{workdir}@2"
+    assert summary["provenance"]["path"].startswith(str(workdir / "hf" / "2-"))
+    assert cli.main(["eval", "--model", str(workdir), "--suite", "sample", "--out",
+                     str(tmp_path / "ev"), "--quiet"]) == 0  # fmt: skip
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())
+    latest = {"model": f"{workdir}@4", "argument": str(workdir), "workdir": str(workdir), "step": 4}
+    assert latest.items() <= results["provenance"].items() and results["model"] == f"{workdir}@4"
+    markdown = (tmp_path / "ev" / "results.md").read_text()
+    assert (
+        f"# sample: {workdir}@4" in markdown and f"training workdir `{workdir}`, step 4" in markdown
+    )
+    assert str(base) not in json.dumps(results) + markdown  # the base model is not credited
+    exported = tmp_path / "x"
+    assert cli.main(["export", "--model", f"{workdir}/checkpoints/4", "--out", str(exported)]) == 0
+    info = json.loads((exported / "export_info.json").read_text())
+    assert info["source"] == f"{workdir}@4" and info["source_model"]["step"] == 4
+    assert info["source_model"]["workdir"] == str(workdir)

@@ -1,11 +1,14 @@
 """Random tiny Hugging Face PyTorch models (odd, distinct sizes so a swapped axis fails loudly),
 saved as HF directories: the oracles of the parity tests. Nothing is downloaded."""
 
+import string
+
 import numpy as np
 import torch
 from transformers import (
     BertConfig,
     BertModel,
+    BertTokenizerFast,
     Qwen3Config,
     Qwen3Model,
     XLMRobertaConfig,
@@ -49,6 +52,15 @@ def qwen3():
     return Qwen3Model(cfg)
 
 
+# name -> (model builder, pad id, padding side, pooling): the parity cases.
+CASES = {
+    "bert": (bert, 0, "right", "mean"),
+    "xlm-roberta": (xlmr, 1, "right", "cls"),
+    "qwen3-left": (qwen3, 0, "left", "last"),
+    "qwen3-right": (qwen3, 0, "right", "last"),
+}
+
+
 def randomize(model, seed):
     # HF initialises norms to 1 and biases to 0; random values make those paths observable.
     gen = torch.Generator().manual_seed(seed)
@@ -79,3 +91,18 @@ def torch_hidden(model, ids, mask):
     with torch.no_grad():
         out = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
     return out.last_hidden_state.numpy()
+
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *string.digits]
+WORDS += [f"##{c}" for c in string.ascii_lowercase + string.digits]
+WORDS += ["shoe", "bag", "pan", "red", "phone", "case", "water", "bottle", "baby", "men"]
+
+
+def bert_dir(path, seed, *, shards=None):
+    """A random tiny BertModel (pooler included) saved as a HF directory with a WordPiece
+    tokenizer over `WORDS`."""
+    kwargs = {"max_shard_size": shards} if shards else {}
+    randomize(bert(), seed).save_pretrained(path, safe_serialization=True, **kwargs)
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(WORDS)}, model_max_length=40)
+    tokenizer.save_pretrained(path)
+    return path

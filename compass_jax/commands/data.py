@@ -1,7 +1,7 @@
-"""`compass-jax data`: build TFDS training datasets from a product catalog (`build`, resumable
-and shardable over workers), export a split as the JSONL the trainer reads (`export-jsonl`),
-write an evaluation suite from a held-out split (`suite`), write the bundled multilingual
-catalog (`catalog`), or check catalog files (`validate`)."""
+"""`compass-jax data`: build TFDS training datasets from a product catalog (`build`: in process
+and resumable, or as an Apache Beam pipeline on any Beam runner), export a split as the JSONL
+the trainer reads (`export-jsonl`), write an evaluation suite from a held-out split (`suite`),
+write the bundled multilingual catalog (`catalog`), or check catalog files (`validate`)."""
 
 from __future__ import annotations
 
@@ -10,22 +10,26 @@ import os
 import time
 
 from compass_jax import jsonio
+from compass_jax.commands import flags
 
 HELP = "build TFDS training data from a product catalog (and export, validate, generate)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_command", required=True)
-    b = sub.add_parser("build", help="run the data pipelines (resumable, shardable)")
+    b = sub.add_parser("build", help="run the data pipelines (resumable; or on Apache Beam)")
     b.add_argument(
         "--config",
         default=None,
         help="JSON (or .py get_config()) build config; "
         "default: pipelines/configs/default.json (the bundled catalog)",
     )
-    b.add_argument("--out", required=True, help="build directory (outputs, caches, rejects)")
-    b.add_argument("--num-shards", type=int, default=1, help="workers sharing this build")
-    b.add_argument("--shard-index", type=int, default=0, help="this worker, in [0, num-shards)")
+    b.add_argument("--out", required=True, type=flags.writable("dir"), help="build directory")
+    b.add_argument("--runner", choices=("local", "beam"), default="local",
+                   help="local: in process, resumable; beam: the Beam pipeline")  # fmt: skip
+    b.add_argument("--beam-options", type=flags.words, default="",
+                   help='Beam pipeline options, e.g. --beam-options="--runner=FlinkRunner ..." '
+                   "(default: DirectRunner)")  # fmt: skip
     b.add_argument(
         "--set",
         action="append",
@@ -33,36 +37,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config field, e.g. --set catalog.generate_size=2000",
     )
-    b.add_argument(
-        "--wait-timeout",
-        type=float,
-        default=None,
-        help="seconds to wait for other workers at a barrier",
-    )
     b.add_argument("--until", default=None, help="stop after this stage")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     e = sub.add_parser("export-jsonl", help="a split of a build as trainer JSONL")
     e.add_argument("--data", required=True, help="build directory")
-    e.add_argument("--out", required=True, help="output .jsonl")
-    e.add_argument("--split", default="train")
+    flags.add_output(e, kind="file", suffix=".jsonl", help="output .jsonl")
+    e.add_argument("--split", default="train", help="split to export")
     e.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
     s = sub.add_parser("suite", help="an evaluation suite from a build's held-out split")
     s.add_argument("--data", required=True, help="build directory")
-    s.add_argument("--out", required=True, help="suite directory (suite.json + task JSONL)")
+    flags.add_output(s, kind="dir", help="suite directory (suite.json + task JSONL)")
     s.add_argument("--split", default="test", help="held-out split to evaluate on")
-    s.add_argument("--max-per-task", type=int, default=400, help="records per task (sampled)")
+    s.add_argument("--max-per-task", type=flags.count, default=400, help="records per task")
     g = sub.add_parser("general-suite", help="the general-domain suite (package translations)")
-    g.add_argument("--out", required=True, help="suite directory (suite.json + task JSONL)")
-    g.add_argument("--pairs-per-language", type=int, default=1000, help="sampled pairs")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+    flags.add_output(g, kind="dir", help="suite directory (suite.json + task JSONL)")
+    g.add_argument("--pairs-per-language", type=flags.count, default=1000, help="per language")
+    g.add_argument("--seed", type=flags.natural, default=0, help="seed")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     c = sub.add_parser("catalog", help="write the bundled multilingual catalog")
-    c.add_argument("--out", required=True, help="directory for catalog-*.jsonl")
-    c.add_argument("--size", type=int, default=20000, help="product groups")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--files", type=int, default=8)
+    flags.add_output(c, kind="dir", help="directory for catalog-*.jsonl")
+    c.add_argument("--size", type=flags.count, default=20000, help="product groups")
+    c.add_argument("--seed", type=flags.natural, default=0, help="seed")
+    c.add_argument("--files", type=flags.count, default=8, help="JSONL files")
     v = sub.add_parser("validate", help="check catalog JSONL files")
-    v.add_argument("files", nargs="+")
+    v.add_argument("files", nargs="+", help="catalog JSONL files")
 
 
 def run(args: argparse.Namespace):
@@ -77,22 +75,15 @@ def _build(args):
 
     cfg = load_config(args.config, args.set)
     tic = time.perf_counter()
-    ran = build.run(
-        cfg,
-        args.out,
-        num_shards=args.num_shards,
-        shard_index=args.shard_index,
-        wait_timeout_s=args.wait_timeout,
-        progress=not args.quiet,
-        until=args.until,
-    )
+    ran = build.run(cfg, args.out, runner=args.runner, beam_options=args.beam_options,
+                    progress=not args.quiet, until=args.until)  # fmt: skip
     summary = {
         "out": os.path.abspath(args.out),
         "units_run": ran,
         "seconds": round(time.perf_counter() - tic, 1),
     }
     card = os.path.join(args.out, "card.md")
-    if os.path.exists(card) and args.shard_index == 0:
+    if os.path.exists(card):
         with open(card, encoding="utf-8") as f:
             print(f.read())
     print(jsonio.dumps(summary))

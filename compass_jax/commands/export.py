@@ -12,33 +12,51 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Annotated
 
 from compass_jax import jsonio
-from compass_jax.interop.export_plan import DTYPES
-from compass_jax.resolve import DEFAULT_MODEL
+from compass_jax.commands import flags
+from compass_jax.configio import Count, Range
+from compass_jax.interop.export_plan import parse_size
 from compass_jax.workflows.export import export_model
 
 HELP = "export a model as a HF + sentence-transformers directory (bf16 | fp32 | FP8 for vLLM)"
+Cosine = Annotated[float, Range(ge=-1, le=1)]
 
 
-def _dims(text: str) -> list[int]:
+def _size(text: str) -> str:
     try:
-        return [int(d) for d in text.split(",") if d.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 64,128, got {text!r}") from None
+        parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("max_shard_size: ")) from None
+    return text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help="HF dir, name, workdir or workdir@step")
-    p.add_argument("--out", required=True, help="output directory (must not exist)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="weight dtype")
+    flags.add_model(p)
+    flags.add_output(p, kind="dir", help="output directory")
+    flags.add_dtype(p, default="bf16", help="weight dtype (bf16 with --fp8)")
     p.add_argument("--fp8", action="store_true", help="FP8 block linears (compressed-tensors)")
-    p.add_argument("--max-shard-size", default="5GB", help="e.g. 5GB, 500MiB")
-    p.add_argument("--min-cosine", type=float, default=0.99, help="FP8 quality gate")
+    p.add_argument("--max-shard-size", type=_size, default="5GB", help="e.g. 5GB, 500MiB")
+    p.add_argument(
+        "--min-cosine",
+        type=flags.number(Cosine),
+        default=0.99,
+        help="FP8 quality gate: lowest mean cosine to bf16 per language",
+    )
     p.add_argument("--no-quality-gate", action="store_true", help="write FP8 whatever its quality")
-    p.add_argument("--calibration", default=None, help="JSONL (lang, query, title) for FP8")
-    p.add_argument("--matryoshka-dims", type=_dims, default=None, help="e.g. 64,128,256")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="FP8 calibration JSONL: lang, query, title (default: bundled sample)",
+    )
+    p.add_argument(
+        "--matryoshka-dims",
+        type=flags.number(tuple[Count, ...]),
+        default=None,
+        help="declared output widths, e.g. 64,128,256",
+    )
+    flags.add_quiet(p)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -58,11 +76,13 @@ def run(args: argparse.Namespace) -> dict:
         min_cosine=None if args.no_quality_gate else args.min_cosine,
         calibration=records,
         overwrite=args.overwrite,
+        progress=not args.quiet,
     )
+    info = jsonio.read_json(os.path.join(out, "export_info.json"))
     summary = {
         "out": str(out),
-        "model": str(args.model),
-        "dtype": DTYPES[args.dtype],
+        "model": info["source"],
+        "dtype": info["dtype"],
         "fp8": args.fp8,
         "bytes": sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs),
         "seconds": round(time.perf_counter() - start, 2),

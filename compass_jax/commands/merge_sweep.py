@@ -14,6 +14,9 @@ import argparse
 import importlib
 
 from compass_jax import jsonio
+from compass_jax.commands import flags
+from compass_jax.commands.merge import MergeT
+from compass_jax.configio import Fraction
 from compass_jax.merge import MergeError
 from compass_jax.workflows.merge_sweep import (
     DEFAULT_TS,
@@ -39,10 +42,21 @@ def _metric(spec: str) -> tuple[str, Metric]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base", required=True, help="the general base model (t = 0)")
-    p.add_argument("--tuned", required=True, help="the fine-tuned model (t = 1): dir or workdir")
-    p.add_argument("--t", type=float, nargs="+", default=list(DEFAULT_TS), help="values of t")
-    p.add_argument("--mode", choices=("mergekit", "geodesic"), default="mergekit")
+    flags.add_model(p, "--base", required=True, help="the general base model (t = 0)")
+    flags.add_model(p, "--tuned", required=True, help="the fine-tuned model (t = 1)")
+    p.add_argument(
+        "--t",
+        type=flags.number(MergeT),
+        nargs="+",
+        default=list(DEFAULT_TS),
+        help="values of t",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("mergekit", "geodesic"),
+        default="mergekit",
+        help="SLERP as mergekit, or geodesic (see merge)",
+    )
     p.add_argument("--rules", default=None, help="JSON rules file, as for merge")
     p.add_argument(
         "--metric",
@@ -55,9 +69,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--general-suite", default="general", help="suite of the `general` metric")
     p.add_argument("--maximize", default="domain", help="metric to maximise")
     p.add_argument("--keep", default="general", help="metric whose base value must be kept")
-    p.add_argument("--keep-fraction", type=float, default=0.98)
+    p.add_argument(
+        "--keep-fraction",
+        type=flags.number(Fraction),
+        default=0.98,
+        help="share of the base's --keep metric to keep",
+    )
     p.add_argument("--keep-models", action="store_true", help="keep every merge, not only best")
-    p.add_argument("--out", required=True, help="directory for sweep.{json,md,png} and best/")
+    flags.add_output(p, kind="dir", help="directory for sweep.{json,md,png} and best/")
+    flags.add_quiet(p)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -75,6 +95,7 @@ def run(args: argparse.Namespace) -> dict:
         mode=args.mode,
         rules=args.rules,
         keep_models=args.keep_models,
+        progress=not args.quiet,
     )
     print(markdown_table(result))
     print(jsonio.dumps({k: result[k] for k in ("best_t", "best_model", "seconds")}))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from compass_jax import jsonio
+from compass_jax.commands import flags
 from compass_jax.interop.serving import invocation
 
 HELP = "print the vLLM command and Python that serve an exported directory"
@@ -14,7 +15,12 @@ HELP = "print the vLLM command and Python that serve an exported directory"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="an exported directory (compass-jax export)")
-    p.add_argument("--dim", type=int, default=None, help="default output dimension (Matryoshka)")
+    p.add_argument(
+        "--dim",
+        type=flags.count,
+        default=None,
+        help="default output dimension (Matryoshka)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 

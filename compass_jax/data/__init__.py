@@ -6,5 +6,6 @@
   `open_reader(path, ...)` picks the reader for a JSONL file or a build directory.
 - `tfds_source`: random-access `PairRecord` views of one task's split (no TensorFlow).
 - `bucketing`: `tokenize_bucketed`, `tokenize_batch` padded to length buckets.
+- `packing`: several texts per row in fixed-shape batches (`Layout`, `pack`, `pack_fixed`).
 - `text_hash`: stable text hashes for CAM's duplicate mask and for dedup.
 """

@@ -26,7 +26,7 @@ class SuiteScores:
         suites: Mapping[str, Suite],
         *,
         cache_dir: str | None = None,
-        dtype: str = "float32",
+        dtype: str | None = None,
         progress: bool = False,
     ):
         self.suites = dict(suites)

@@ -41,9 +41,10 @@ class MTEBEncoder:
     """An `mteb.models.EncoderProtocol` around `compass_jax.encoder.Encoder`.
 
     `model` is anything `Encoder.load` takes (a directory, a bundled name, a hub id, a training
-    workdir or checkpoint) or a loaded `Encoder`; `dtype` applies only when loading. `dim` cuts
-    embeddings to a Matryoshka prefix (renormalised), `max_length` truncates inputs further than
-    the model's own limit. `batch_size`, when set, wins over mteb's `encode_kwargs["batch_size"]`:
+    workdir or checkpoint) or a loaded `Encoder`; `dtype` applies only when loading (None: what
+    the machine runs fastest, `machine.default_compute_dtype`). `dim` cuts embeddings to a
+    Matryoshka prefix (renormalised), `max_length` truncates inputs further than the model's own
+    limit. `batch_size`, when set, wins over mteb's `encode_kwargs["batch_size"]`:
     `mteb.evaluate` always fills that in (32), so it cannot tell a user's choice from its default.
     `name` and `revision` override the result-cache identity in `mteb_model_meta`.
     """
@@ -53,7 +54,7 @@ class MTEBEncoder:
         model: str | os.PathLike | Encoder | None = None,
         revision: str | None = None,
         *,
-        dtype: str = "float32",
+        dtype: str | None = None,
         batch_size: int | None = None,
         max_length: int | None = None,
         dim: int | None = None,

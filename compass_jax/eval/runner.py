@@ -104,9 +104,9 @@ def run_task(task: Task, encoder, cache: EmbeddingCache) -> dict[str, items.Item
 
 
 def evaluate(encoder, suite: Suite, *, cache_dir: str | None = None, progress: bool = True):
-    """`{"suite", "model", "tasks": {name: {type, lang, weight, main, metrics, items,
+    """`{"suite", "model", "dtype", "tasks": {name: {type, lang, weight, main, metrics, items,
     data_digest}}, "by_language", "average"}`; `average` is the weighted mean of the tasks' main
-    scores.
+    scores and `dtype` the encoder's compute dtype.
 
     `items` holds each metric's per-item evidence as plain JSON (`compass_jax.eval.items`: the
     values a mean is taken over, or a statistic's columns) and `data_digest` identifies the
@@ -136,14 +136,15 @@ def evaluate(encoder, suite: Suite, *, cache_dir: str | None = None, progress: b
     weights = np.array([t["weight"] for t in tasks.values()])
     mains = np.array([t["main"] for t in tasks.values()])
     average = float((weights * mains).sum() / weights.sum())
-    return {"suite": suite.name, "model": encoder.path, "tasks": tasks,
+    return {"suite": suite.name, "model": encoder.path, "dtype": encoder.cfg.dtype, "tasks": tasks,
             "by_language": by_language, "average": average}  # fmt: skip
 
 
 def to_markdown(results: dict) -> str:
     """Per-language table (rows: languages, columns: task types) and the task list."""
     types = sorted({t for scores in results["by_language"].values() for t in scores})
-    lines = [f"# {results['suite']}: {results['model']}", "",
+    dtype = f" ({results['dtype']})" if "dtype" in results else ""
+    lines = [f"# {results['suite']}: {results['model']}{dtype}", "",
              f"Weighted average: **{results['average']:.4f}**", "",
              "| lang | " + " | ".join(types) + " |", "|---" * (len(types) + 1) + "|"]  # fmt: skip
     for lang, scores in results["by_language"].items():

@@ -5,38 +5,69 @@
   {"name": "search-id", "type": "retrieval", "lang": "id", "weight": 2, "data": "search_id.jsonl",
    "corpus": "catalog_id.jsonl", "prompts": {"query": "query", "document": "document"}}]}
 ```
-Data paths are relative to the suite file. JSONL record formats by task type:
+Data paths are relative to the suite file. A task's fields are `_TaskSpec`'s (a positive
+`weight`, default 1); the file may also carry `source`, `split` and `metadata`. JSONL record
+formats by task type (other fields are ignored):
   retrieval            {"query", "relevant": [texts]}  (+ optional "corpus": JSONL of {"text"})
   classification       {"text", "label", "split": "train" | "test"}
   clustering           {"text", "label"}
   pair_classification  {"a", "b", "label": 0 | 1}
   sts                  {"a", "b", "score"}
   bitext               {"source", "target"}
-Built-in suites are named instead of given as a file (`BUILTIN`).
+Every field is checked when read (`configio.check`), so a wrong type or a non-finite number is
+an error naming the file, line and field. Built-in suites are named instead of given as a file
+(`BUILTIN`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
-from compass_jax import jsonio
+from compass_jax import configio, jsonio
 from compass_jax.assets import load_general, load_sample
+from compass_jax.configio import ConfigError, Positive
 
-TASK_TYPES = ("retrieval", "classification", "clustering", "pair_classification", "sts", "bitext")
-REQUIRED_FIELDS = {
-    "retrieval": ("query", "relevant"),
-    "classification": ("text", "label", "split"),
-    "clustering": ("text", "label"),
-    "pair_classification": ("a", "b", "label"),
-    "sts": ("a", "b", "score"),
-    "bitext": ("source", "target"),
+TaskType = Literal["retrieval", "classification", "clustering", "pair_classification", "sts",
+                   "bitext"]  # fmt: skip
+TASK_TYPES: tuple[str, ...] = TaskType.__args__
+Label = int | str
+# Per task type: each record's required fields and their types.
+RECORD_FIELDS: dict[str, dict[str, Any]] = {
+    "retrieval": {"query": str, "relevant": tuple[str, ...]},
+    "classification": {"text": str, "label": Label, "split": Literal["train", "test"]},
+    "clustering": {"text": str, "label": Label},
+    "pair_classification": {"a": str, "b": str, "label": Literal[0, 1]},
+    "sts": {"a": str, "b": str, "score": float},
+    "bitext": {"source": str, "target": str},
 }
+REQUIRED_FIELDS = {kind: tuple(fields) for kind, fields in RECORD_FIELDS.items()}
 
 
-class SuiteError(ValueError):
+class SuiteError(ConfigError):
     """A malformed suite or task data file; the message names the file (and line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _TaskSpec:
+    name: str
+    type: TaskType
+    data: str
+    lang: str = ""
+    weight: Positive = 1.0
+    corpus: str | None = None
+    prompts: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SuiteSpec:
+    tasks: tuple[_TaskSpec, ...]
+    name: str | None = None
+    source: str | None = None
+    split: str | None = None
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,49 +87,49 @@ class Suite:
     tasks: tuple[Task, ...]
 
 
-def read_jsonl(path: str, required: tuple[str, ...] = ()) -> list[dict]:
+def read_jsonl(path: str, fields: Mapping[str, Any] | tuple[str, ...] = ()) -> list[dict]:
+    """The records of a task's JSONL file, each with `fields` (names, or names -> types)."""
     if not os.path.isfile(path):
         raise SuiteError(f"{path}: no such data file")
-    records = []
+    fields = fields if isinstance(fields, Mapping) else dict.fromkeys(fields, Any)
+    records, label_types = [], set()
     try:
         for number, record in jsonio.iter_jsonl(path):
-            missing = [k for k in required if k not in record]
+            missing = [k for k in fields if k not in record]
             if missing:
                 raise SuiteError(f"{path}:{number}: missing field(s) {missing}")
+            for name, hint in fields.items():
+                record[name] = configio.check(hint, record[name], f"{path}:{number}", name)
+            label_types.add(type(record.get("label")))
             records.append(record)
-    except jsonio.JSONFileError as e:
+    except (jsonio.JSONFileError, ConfigError) as e:
         raise SuiteError(str(e)) from None
     if not records:
         raise SuiteError(f"{path}: no records")
+    if len(label_types) > 1:
+        raise SuiteError(f"{path}: labels mix numbers and strings")
     return records
 
 
 def load_suite_file(path: str) -> Suite:
     try:
-        spec = jsonio.read_json(path)
-    except jsonio.JSONFileError as e:
+        spec = configio.build(_SuiteSpec, jsonio.read_json(path), path)
+    except (jsonio.JSONFileError, ConfigError) as e:
         raise SuiteError(str(e)) from None
     root = os.path.dirname(os.path.abspath(path))
     tasks = []
-    for i, t in enumerate(spec.get("tasks") or []):
-        where = f"{path}: tasks[{i}]"
-        if t.get("type") not in TASK_TYPES:
-            raise SuiteError(f"{where}: type {t.get('type')!r} is not one of {TASK_TYPES}")
-        if "data" not in t or "name" not in t:
-            raise SuiteError(f"{where}: needs 'name' and 'data'")
-        records = read_jsonl(os.path.join(root, t["data"]), REQUIRED_FIELDS[t["type"]])
+    for t in spec.tasks:
+        records = read_jsonl(os.path.join(root, t.data), RECORD_FIELDS[t.type])
         corpus = ()
-        if t.get("corpus"):
-            corpus = tuple(
-                r["text"] for r in read_jsonl(os.path.join(root, t["corpus"]), ("text",))
-            )
+        if t.corpus:
+            rows = read_jsonl(os.path.join(root, t.corpus), {"text": str})
+            corpus = tuple(r["text"] for r in rows)
         tasks.append(
-            Task(t["name"], t["type"], tuple(records), t.get("lang", ""),
-                 float(t.get("weight", 1.0)), corpus, dict(t.get("prompts") or {}))
-        )  # fmt: skip
+            Task(t.name, t.type, tuple(records), t.lang, t.weight, corpus, dict(t.prompts))
+        )
     if not tasks:
         raise SuiteError(f"{path}: no tasks")
-    return Suite(spec.get("name", os.path.basename(path)), tuple(tasks))
+    return Suite(spec.name or os.path.basename(path), tuple(tasks))
 
 
 def _sample_suite() -> Suite:

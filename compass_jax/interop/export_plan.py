@@ -13,11 +13,10 @@ import ml_dtypes
 import numpy as np
 
 from compass_jax import models, tree
-from compass_jax.config import ModelConfig
+from compass_jax.config import DTYPES, ModelConfig, canonical_dtype
 from compass_jax.interop import fp8 as fp8_format
 from compass_jax.interop.keymap import LINEAR, PREFIXES, relayout, rules_for
 
-DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float32": "float32", "fp32": "float32"}
 _NP_DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32)}
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _SIZE_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -31,12 +30,13 @@ def export_dtype(dtype: str, fp8: bool) -> str:
     """The canonical weight dtype ("bfloat16" | "float32") of an export, or an `ExportError`."""
     if dtype not in DTYPES:
         raise ExportError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
-    if fp8 and DTYPES[dtype] != "bfloat16":
+    dtype = canonical_dtype(dtype)
+    if fp8 and dtype != "bfloat16":
         raise ExportError(
-            f"dtype {DTYPES[dtype]} with fp8: an FP8 export keeps its other weights in bfloat16 "
+            f"dtype {dtype} with fp8: an FP8 export keeps its other weights in bfloat16 "
             "(vLLM's FP8 kernels take bf16/fp16 activations)"
         )
-    return DTYPES[dtype]
+    return dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,14 +117,25 @@ def plan_units(cfg: ModelConfig, flat: Mapping[str, Any], dtype: str, fp8: bool)
 
 
 def produce(unit: Unit, value: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The checkpoint tensors of `unit` from its param `value`; a non-finite value (or one
+    the export dtype cannot hold) is an `ExportError`, so nothing non-finite is ever written."""
     if unit.path is None:
         return {k: np.zeros(s, d) for k, s, d in unit.tensors}
     array = relayout(unit.transform, value)
     if unit.fp8:
         q, scale = fp8_format.quantize_weight(array)
-        return {unit.tensors[0][0]: q, unit.tensors[1][0]: scale}
-    ((key, _, dtype),) = unit.tensors
-    return {key: np.ascontiguousarray(array).astype(dtype)}
+        tensors = {unit.tensors[0][0]: q, unit.tensors[1][0]: scale}
+    else:
+        ((key, _, dtype),) = unit.tensors
+        tensors = {key: np.ascontiguousarray(array).astype(dtype)}
+    for key, tensor in tensors.items():
+        bad = int(np.size(tensor) - np.count_nonzero(np.isfinite(tensor.astype(np.float32))))
+        if bad:
+            raise ExportError(
+                f"param {unit.path!r} ({key}): {bad} of {np.size(tensor)} values are not finite "
+                "in the export dtype; nothing written"
+            )
+    return tensors
 
 
 def pack_shards(units: list[Unit], max_bytes: int) -> list[list[Unit]]:

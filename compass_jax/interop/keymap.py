@@ -9,12 +9,18 @@ the same table in reverse. A `param_path` of None marks a key that is ignored on
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import numpy as np
 
 LINEAR = "linear"  # torch Linear [out, in] <-> kernel [in, out]
 COPY = "copy"
+
+
+@functools.cache
+def _compile(template: str) -> re.Pattern[str]:
+    return re.compile(re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)") + "$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +31,7 @@ class Rule:
     why_ignored: str = ""
 
     def _regex(self, template: str) -> re.Pattern[str]:
-        return re.compile(re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)") + "$")
+        return _compile(template)
 
     def match_hf(self, key: str) -> dict[str, str] | None:
         m = self._regex(self.hf_key).match(key)

@@ -19,18 +19,20 @@ class CheckpointError(ValueError):
 
     def __init__(self, source: str, problems: list[str]):
         self.problems = problems
+        if len(problems) == 1:  # one line, as every other error
+            super().__init__(f"{source}: {problems[0]}")
+            return
         listing = "\n  ".join(problems)
-        super().__init__(
-            f"{source}: {len(problems)} problem(s) loading the checkpoint:\n  {listing}"
-        )
+        super().__init__(f"{source}: {len(problems)} problems loading the checkpoint:\n  {listing}")
 
 
 def load_params(model_dir: str | os.PathLike, cfg: ModelConfig) -> dict[str, Any]:
     """Read the safetensors weights of `model_dir` into params for `cfg` (numpy, float32).
 
     Each checkpoint key must match exactly one rule of the architecture's key table, and every
-    tensor must have the shape of the abstract skeleton; all failures are collected and raised
-    together so one run shows everything that is wrong.
+    tensor must have the shape of the abstract skeleton and finite values (a NaN model is
+    refused here, before it can produce NaN embeddings, scores or exports); all failures are
+    collected and raised together so one run shows everything that is wrong.
     """
     model_dir = os.fspath(model_dir)
     rules = rules_for(cfg.arch, attention_bias=cfg.attention_bias)
@@ -68,6 +70,8 @@ def load_params(model_dir: str | os.PathLike, cfg: ModelConfig) -> dict[str, Any
             problems.append(f"key {key!r} -> {path!r}: parameter already loaded from another key")
             continue
         params[path] = np.asarray(array, dtype=np.float32)
+        if bad := int(array.size - np.count_nonzero(np.isfinite(params[path]))):
+            problems.append(f"key {key!r}: {bad} of {array.size} values are not finite")
     missing = [p for p in skeleton if p not in params]
     if missing:
         problems.append(

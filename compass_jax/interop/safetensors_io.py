@@ -3,15 +3,19 @@
 We read and write the format ourselves (8-byte header length, JSON header, raw little-endian
 data) because the `safetensors` numpy API cannot represent bfloat16 or float8, which are exactly
 the dtypes large checkpoints and FP8 exports use. Reads are memory-mapped, one tensor at a time,
-so streaming tools (merge, export) hold about one tensor per file in memory.
+so streaming tools (merge, export) hold about one tensor per file in memory; `MappedFile` maps a
+whole file once for tools that visit every tensor. `SafetensorsWriter` takes tensors in order or
+at their place from several threads, and copies a tensor between files inside the kernel.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import struct
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -111,6 +115,50 @@ class SafetensorsFile:
         )
 
 
+_PAGE = mmap.PAGESIZE
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+
+
+class MappedFile:
+    """A safetensors file mapped once, read-only, for a pass over many of its tensors: `array`
+    is a view into the mapping (no system call per tensor) and `release` drops a finished
+    tensor's pages from this process (the page cache keeps them), so resident memory stays
+    near the tensors in use. Close it (or use it as a context manager) when done."""
+
+    def __init__(self, file: SafetensorsFile):
+        self.file = file
+        with open(file.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            self._map = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) if size else None
+
+    def array(self, name: str) -> np.ndarray:
+        """The tensor as a read-only view of the mapping."""
+        shape, dtype = self.file.shape(name), self.file.dtype(name)
+        count = int(np.prod(shape, dtype=np.int64))
+        if not count:
+            return np.zeros(shape, dtype)
+        flat = np.frombuffer(self._map, dtype.newbyteorder("<"), count, self.file.data_offset(name))
+        return flat.reshape(shape)
+
+    def release(self, name: str) -> None:
+        """Unmap the whole pages that lie inside the tensor (its data stays in the page cache)."""
+        begin = self.file.data_offset(name)
+        lo, hi = -(-begin // _PAGE) * _PAGE, (begin + self.file.nbytes(name)) // _PAGE * _PAGE
+        if self._map is not None and _MADV_DONTNEED is not None and hi > lo:
+            self._map.madvise(_MADV_DONTNEED, lo, hi - lo)
+
+    def close(self) -> None:
+        if self._map is not None:
+            with contextlib.suppress(BufferError):  # a view still alive keeps it until collected
+                self._map.close()
+
+    def __enter__(self) -> MappedFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def checkpoint_files(model_dir: str | os.PathLike) -> list[str]:
     """The safetensors files of a HF directory: `model.safetensors`, or the shards that
     `model.safetensors.index.json` names (each once, in index order)."""
@@ -173,14 +221,41 @@ def save_file(
             f.write(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes())
 
 
+def _copy_range(src: int, dst: int, count: int, src_at: int, dst_at: int) -> None:
+    """Copy `count` bytes at `src_at` of `src` to `dst_at` of `dst`, inside the kernel where it
+    can (`copy_file_range`), else through a bounded buffer."""
+    copy_file_range = getattr(os, "copy_file_range", None)  # Linux only
+    while count:
+        done = 0
+        if copy_file_range is not None:
+            with contextlib.suppress(OSError):  # not between these files (old kernel, filesystem)
+                done = copy_file_range(src, dst, count, src_at, dst_at)
+        if not done:
+            data = os.pread(src, min(count, 1 << 24), src_at)
+            if not data:
+                raise SafetensorsError(f"fd {src}: ends before {count} more bytes at {src_at}")
+            done = _pwrite(dst, data, dst_at)
+        count, src_at, dst_at = count - done, src_at + done, dst_at + done
+
+
+def _pwrite(fd: int, data: Any, at: int) -> int:
+    view = memoryview(data).cast("B")
+    total = len(view)
+    while view:
+        written = os.pwrite(fd, view, at)
+        view, at = view[written:], at + written
+    return total
+
+
 class SafetensorsWriter:
     """Write a safetensors file one tensor at a time, so a streaming tool never holds more than
     the tensor it is writing.
 
     The header goes first and carries every offset, so the names, dtypes and shapes are declared
-    up front (`specs`, in file order); `write` then takes the tensors in that order and checks
-    each against its declaration. Use it as a context manager: the file appears at `path` only
-    when the block ends with every tensor written.
+    up front (`specs`, in file order). Tensors are then given in that order (`write`, or `begin`,
+    `append`..., `end`), or at their place in any order and from any thread (`write_at`,
+    `copy_at`), each element once. Use it as a context manager: the file appears at `path`
+    only when the block ends with every tensor complete.
     """
 
     def __init__(
@@ -191,29 +266,35 @@ class SafetensorsWriter:
     ):
         self.path = os.fspath(path)
         self._specs = [(name, np.dtype(dtype), tuple(shape)) for name, dtype, shape in specs]
-        self._next = 0
-        self._pending = 0
+        self._index = {name: i for i, (name, _, _) in enumerate(self._specs)}
+        self._sizes = [int(np.prod(shape, dtype=np.int64)) for _, _, shape in self._specs]
+        self._written = [0] * len(self._specs)
+        self._lock = threading.Lock()
+        self._next = 0  # the sequential cursor: the tensor begun last, and how far it got
+        self._cursor = 0
         self._stack = contextlib.ExitStack()
-        self._file: Any = None
+        self._fd = -1
+        self._start = 0
+        self._offsets: list[int] = []
         self._metadata = dict(metadata) if metadata else None
 
     def _header(self) -> bytes:
         header: dict[str, Any] = {"__metadata__": self._metadata} if self._metadata else {}
         offset = 0
-        for name, dtype, shape in self._specs:
+        for (name, dtype, shape), count in zip(self._specs, self._sizes, strict=True):
             if dtype not in _NAMES:
                 raise SafetensorsError(
                     f"{self.path}: tensor {name!r}: dtype {dtype} cannot be saved"
                 )
             if name in header:
                 raise SafetensorsError(f"{self.path}: tensor {name!r} declared twice")
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            self._offsets.append(offset)
             header[name] = {
                 "dtype": _NAMES[dtype],
                 "shape": list(shape),
-                "data_offsets": [offset, offset + nbytes],
+                "data_offsets": [offset, offset + count * dtype.itemsize],
             }
-            offset += nbytes
+            offset += count * dtype.itemsize
         raw = json.dumps(header, separators=(",", ":")).encode()
         return raw + b" " * (-len(raw) % 8)  # data aligned to 8 bytes, as the reference writer
 
@@ -221,11 +302,49 @@ class SafetensorsWriter:
         raw = self._header()
         with self._stack:
             tmp = self._stack.enter_context(atomic_path(self.path))
-            self._file = self._stack.enter_context(open(tmp, "wb"))
-            self._file.write(struct.pack("<Q", len(raw)))
-            self._file.write(raw)
+            file = self._stack.enter_context(open(tmp, "wb", buffering=0))
+            self._fd = file.fileno()
+            self._start = _pwrite(self._fd, struct.pack("<Q", len(raw)) + raw, 0)
             self._stack = self._stack.pop_all()
         return self
+
+    def _spec(self, name: str) -> int:
+        if name not in self._index:
+            raise SafetensorsError(f"{self.path}: tensor {name!r} was not declared")
+        return self._index[name]
+
+    def write_at(self, name: str, start: int, part: np.ndarray) -> None:
+        """Elements `start, start + 1, ...` (C order) of tensor `name`, written at their place
+        (`pwrite`, straight from `part`'s memory)."""
+        i = self._spec(name)
+        dtype = self._specs[i][1]
+        part = np.asarray(part)
+        if part.dtype != dtype or not 0 <= start <= start + part.size <= self._sizes[i]:
+            raise SafetensorsError(
+                f"{self.path}: tensor {name!r}: {part.size} {part.dtype} elements at {start} do "
+                f"not fit its {self._sizes[i]} {dtype}"
+            )
+        data = np.ascontiguousarray(part, dtype=dtype.newbyteorder("<")).view(np.uint8)
+        _pwrite(self._fd, data.data, self._start + self._offsets[i] + start * dtype.itemsize)
+        with self._lock:
+            self._written[i] += part.size
+
+    def copy_at(self, name: str, source: SafetensorsFile, key: str | None = None) -> None:
+        """Tensor `name`, copied from tensor `key` (default `name`) of `source` by the kernel
+        (`copy_file_range`), never passing through this process's memory."""
+        key = name if key is None else key
+        i = self._spec(name)
+        _, dtype, shape = self._specs[i]
+        if (source.dtype(key), source.shape(key)) != (dtype, shape):
+            raise SafetensorsError(
+                f"{self.path}: tensor {name!r}: {source.path} has {key!r} as "
+                f"{source.dtype(key)} {list(source.shape(key))}, declared {dtype} {list(shape)}"
+            )
+        at = self._start + self._offsets[i]
+        with open(source.path, "rb") as f:
+            _copy_range(f.fileno(), self._fd, source.nbytes(key), source.data_offset(key), at)
+        with self._lock:
+            self._written[i] += self._sizes[i]
 
     def write(self, name: str, array: np.ndarray) -> None:
         """The next declared tensor; its name, dtype and shape must match the declaration."""
@@ -247,35 +366,40 @@ class SafetensorsWriter:
             raise SafetensorsError(
                 f"{self.path}: expected tensor {self._specs[self._next][0]!r} next, got {name!r}"
             )
-        self._pending = int(np.prod(self._specs[self._next][2], dtype=np.int64))
+        self._cursor = 0
 
     def append(self, part: np.ndarray) -> None:
         """The next elements (in C order) of the tensor begun last."""
         name, dtype, _ = self._specs[self._next]
         part = np.asarray(part)
-        if part.dtype != dtype or part.size > self._pending:
+        left = self._sizes[self._next] - self._cursor
+        if part.dtype != dtype or part.size > left:
             raise SafetensorsError(
                 f"{self.path}: tensor {name!r}: got {part.size} {part.dtype} elements, "
-                f"{self._pending} {dtype} still expected"
+                f"{left} {dtype} still expected"
             )
-        # Written through the buffer protocol: no bytes copy of the tensor.
-        self._file.write(
-            np.ascontiguousarray(part, dtype=dtype.newbyteorder("<")).view(np.uint8).data
-        )
-        self._pending -= part.size
+        self.write_at(name, self._cursor, part)
+        self._cursor += part.size
 
     def end(self) -> None:
         """Finish the tensor begun last; all its elements must have been given."""
-        if self._pending:
+        left = self._sizes[self._next] - self._cursor
+        if left:
             name = self._specs[self._next][0]
-            raise SafetensorsError(f"{self.path}: tensor {name!r}: {self._pending} elements short")
+            raise SafetensorsError(f"{self.path}: tensor {name!r}: {left} elements short")
         self._next += 1
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None and self._next != len(self._specs):
-            missing = [name for name, _, _ in self._specs[self._next :]]
+        incomplete = [
+            name
+            for (name, _, _), size, done in zip(
+                self._specs, self._sizes, self._written, strict=True
+            )
+            if done != size
+        ]
+        if exc_type is None and incomplete:
             error = SafetensorsError(
-                f"{self.path}: {len(missing)} declared tensors never written: {missing[:5]}"
+                f"{self.path}: {len(incomplete)} declared tensors never written: {incomplete[:5]}"
             )
             self._stack.__exit__(SafetensorsError, error, None)  # drops the partial file
             raise error

@@ -151,6 +151,7 @@ def save_hf(
     evaluation: Mapping[str, Any] | None = None,
     fp8_report: Mapping[str, Any] | None = None,
     model_name: str | None = None,
+    provenance: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> pathlib.Path | None:
     """Write `params` as a HF + sentence-transformers directory at `out_dir`.
@@ -162,7 +163,11 @@ def save_hf(
     `float-quantized`). `fp8_report`: an FP8 quality report (`compass_jax.fp8_quality`),
     written as `fp8_report.json`/`.md` and a section of the model card; an export with its
     quality gate is `compass_jax.workflows.export.export_params`. `evaluation`: numbers for the
-    model card. Returns the directory (None on processes other than 0).
+    model card. `matryoshka_dims`: output widths declared in `config.json` as vLLM reads them
+    (`is_matryoshka`, `matryoshka_dimensions`, the full width included; default: the source
+    config's). `provenance`: what the params were read from (`compass_jax.resolve.Resolved`),
+    recorded in `export_info.json`. A non-finite param is an `ExportError`, nothing written.
+    Returns the directory (None on processes other than 0).
 
     Example:
         cfg, params = load_hf("path/to/model")
@@ -183,6 +188,10 @@ def save_hf(
     dims = sorted({int(d) for d in matryoshka_dims or ()})
     if any(not 0 < d <= cfg.hidden_size for d in dims):
         raise ExportError(f"matryoshka_dims {dims}: each must be in 1..{cfg.hidden_size}")
+    if dims:
+        dims = sorted({*dims, cfg.hidden_size})
+        cfg = cfg.replace(is_matryoshka=True, matryoshka_dims=tuple(dims))
+    dims = list(cfg.matryoshka_dims)
     if fp8_report is not None and not fp8:
         raise ExportError("fp8_report: given for an export without fp8")
     report = dict(fp8_report) if fp8_report is not None else None
@@ -201,7 +210,7 @@ def save_hf(
             weight_map = _write_shards(shards, names, flat, tmp)
             _write_rest(
                 tmp, cfg, dtype, fp8, source, settings, weight_map, names, units, dims,
-                report, evaluation, model_name,
+                report, evaluation, model_name, provenance,
             )  # fmt: skip
     except OSError as e:
         if isinstance(e, FileExistsError) and out.exists() and not overwrite:
@@ -246,28 +255,31 @@ def _write_shards(shards, names, flat, tmp) -> dict[str, str]:
 
 def _write_rest(
     tmp, cfg, dtype, fp8, source, settings, weight_map, names, units, dims, report, evaluation,
-    model_name,
+    model_name, provenance,
 ) -> None:  # fmt: skip
     total = sum(u.nbytes for u in units)
     if len(names) > 1:
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         _write_json(os.path.join(tmp, "model.safetensors.index.json"), index)
     hf = {**to_hf(cfg), "torch_dtype": dtype, "dtype": dtype}
-    if fp8:
-        hf["quantization_config"] = fp8_format.quantization_config(cfg.arch)
+    quantization = fp8_format.quantization_config(cfg.arch) if fp8 else None
+    if quantization:
+        hf["quantization_config"] = quantization
     _write_json(os.path.join(tmp, "config.json"), hf)
     copied = [n for n in TOKENIZER_FILES if (source / n).is_file()]
     if not copied:
         raise ExportError(f"tokenizer_from {source}: no tokenizer files ({TOKENIZER_FILES})")
     for name in copied:
         shutil.copyfile(source / name, os.path.join(tmp, name))
-    write_settings(tmp, settings, hidden_size=cfg.hidden_size, versions=_versions())
+    write_settings(tmp, settings, hidden_size=cfg.hidden_size, versions=_versions(),
+                   quantization_config=quantization)  # fmt: skip
     if report is not None:
         write_fp8_report(report, tmp)
     info = {
         "exporter": "compass-jax",
         "version": _versions().get("compass_jax"),
         "source": model_name,
+        "source_model": dict(provenance) if provenance else None,
         "arch": cfg.arch,
         "dtype": dtype,
         "fp8": "compressed-tensors float-quantized FP8_DYNAMIC" if fp8 else None,

@@ -5,9 +5,10 @@ Python (`LLM(...)` keyword arguments) and the prompts vLLM will not add. Used by
 vLLM spellings (vLLM >= 0.16): `--runner pooling`; `--convert embed` for a `*ForCausalLM`
 architecture (Qwen3), which vLLM does not convert to an embedder on its own; `--pooler-config`
 (Python: `PoolerConfig`) with `pooling_type` MEAN | CLS | LAST and `use_activation`, which is
-L2 normalisation for the embed task (older vLLM calls it `normalize`); Matryoshka support through
-`--hf-overrides` (`is_matryoshka`, `matryoshka_dimensions`), after which requests may pass
-`dimensions`. FP8 checkpoints need no flag: vLLM reads `quantization_config` from config.json.
+L2 normalisation for the embed task (older vLLM calls it `normalize`); Matryoshka support from
+`is_matryoshka` / `matryoshka_dimensions` in config.json (which exports with Matryoshka
+dimensions declare), else through `--hf-overrides`, after which requests may pass `dimensions`.
+FP8 checkpoints need no flag: vLLM reads `quantization_config` from config.json.
 vLLM does not add sentence-transformers prompts, so the query/document prefixes are returned too.
 """
 
@@ -18,7 +19,7 @@ import os
 import shlex
 
 from compass_jax import jsonio
-from compass_jax.config import ARCHES
+from compass_jax.config import read_hf_config
 from compass_jax.interop.st_package import read_settings
 
 _POOLING = {"mean": "MEAN", "cls": "CLS", "last": "LAST"}
@@ -46,23 +47,28 @@ def invocation(model_dir: str | os.PathLike, *, shown: str | None = None, dim: i
     """`{"cli": str, "python": str, "prompts": {...}, "pooler_config": {...}, ...}` for a
     directory; `shown` replaces the directory's path in the printed text."""
     model_dir = os.fspath(model_dir)
+    if not os.path.isdir(model_dir):
+        raise NotADirectoryError(f"{model_dir}: not a directory; expected an exported model")
     hf = _read_json(os.path.join(model_dir, "config.json"))
+    cfg = read_hf_config(model_dir)
     info_path = os.path.join(model_dir, "export_info.json")
     info = _read_json(info_path) if os.path.isfile(info_path) else {}
-    arch = hf.get("model_type") if hf.get("model_type") in ARCHES else "bert"
-    positions = int(hf.get("max_position_embeddings", 512))
-    positions -= (hf.get("pad_token_id") or 1) + 1 if arch == "xlm-roberta" else 0
-    settings = read_settings(model_dir, arch, default_max_length=positions)
+    positions = cfg.max_position_embeddings
+    positions -= (cfg.pad_token_id or 1) + 1 if cfg.arch == "xlm-roberta" else 0
+    settings = read_settings(model_dir, cfg.arch, default_max_length=positions)
     architecture = (hf.get("architectures") or ["?"])[0]
     dtype = hf.get("torch_dtype") or hf.get("dtype") or "auto"
     pooler = {"pooling_type": _POOLING[settings.pooling], "use_activation": settings.normalize}
-    dims = info.get("matryoshka_dimensions")
+    # Declared in config.json (vLLM reads it there), or only in an older export's info file.
+    dims = list(cfg.matryoshka_dims) or info.get("matryoshka_dimensions")
     if dim is not None:
         if dims and dim not in dims:
             raise ValueError(f"--dim {dim}: the export supports {dims}")
         pooler["dimensions"] = dim
-    overrides = {"is_matryoshka": True, "matryoshka_dimensions": dims} if dims else {}
-    if dim is not None and not dims:  # vLLM refuses `dimensions` unless told it is Matryoshka
+    overrides = {}
+    if not cfg.is_matryoshka and dims:
+        overrides = {"is_matryoshka": True, "matryoshka_dimensions": dims}
+    elif not cfg.is_matryoshka and dim is not None:  # vLLM refuses `dimensions` otherwise
         overrides = {"is_matryoshka": True}
     convert = None if architecture.endswith("Model") else "embed"
     path = shown or model_dir

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from compass_jax.config import ConfigError
+from compass_jax.configio import ConfigError, Count, check
 from compass_jax.jsonio import read_json, write_json
 
 
@@ -78,29 +78,33 @@ def read_settings(model_dir: str | os.PathLike, arch: str, *, default_max_length
     pooling, normalize = _ARCH_POOLING[arch], True
     modules_path = os.path.join(model_dir, "modules.json")
     if os.path.isfile(modules_path):
-        modules = read_json(modules_path, expect=list)
-        kinds = {m.get("type", "").rsplit(".", 1)[-1]: m for m in modules}
+        modules = check(tuple[Mapping[str, Any], ...], read_json(modules_path, expect=list),
+                        modules_path)  # fmt: skip
+        kinds = {}  # module type -> its folder; the other fields are sentence-transformers'
+        for i, m in enumerate(modules):
+            kind = check(str, m.get("type", ""), modules_path, f"[{i}].type").rsplit(".", 1)[-1]
+            kinds[kind] = check(str, m.get("path", ""), modules_path, f"[{i}].path")
         unsupported = sorted(set(kinds) - {"Transformer", "Pooling", "Normalize"})
         if unsupported:
             raise ConfigError(
                 f"{modules_path}: unsupported sentence-transformers modules {unsupported}"
             )
         if "Pooling" in kinds:
-            pooling = _pooling_mode(
-                os.path.join(model_dir, kinds["Pooling"]["path"], "config.json")
-            )
+            pooling = _pooling_mode(os.path.join(model_dir, kinds["Pooling"], "config.json"))
         normalize = "Normalize" in kinds
     max_length = default_max_length
     bert_config = os.path.join(model_dir, "sentence_bert_config.json")
     if os.path.isfile(bert_config):
-        max_length = int(read_json(bert_config).get("max_seq_length") or max_length)
+        found = read_json(bert_config).get("max_seq_length")
+        max_length = check(Count | None, found, bert_config, "max_seq_length") or max_length
     prompts: dict[str, str] = {}
     default_prompt = None
     st_config = os.path.join(model_dir, "config_sentence_transformers.json")
     if os.path.isfile(st_config):
         data = read_json(st_config)
-        prompts = dict(data.get("prompts") or {})
-        default_prompt = data.get("default_prompt_name")
+        prompts = check(dict[str, str], data.get("prompts") or {}, st_config, "prompts")
+        default_prompt = check(str | None, data.get("default_prompt_name"), st_config,
+                               "default_prompt_name")  # fmt: skip
     return EmbedderSettings(pooling, normalize, max_length, prompts, default_prompt)
 
 
@@ -116,13 +120,20 @@ def write_settings(
     *,
     hidden_size: int,
     versions: dict[str, str] | None = None,
+    quantization_config: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Write the sentence-transformers package files that `read_settings` reads back:
     `modules.json` (Transformer, Pooling, and Normalize when normalising),
     `sentence_bert_config.json`, `1_Pooling/config.json` in the classic full form,
     `2_Normalize/`, `config_sentence_transformers.json` with the prompts. Returns the paths
     written, relative to `model_dir`. Plain writes: callers build the directory under a
-    temporary name (`atomic_dir`)."""
+    temporary name (`atomic_dir`).
+
+    `quantization_config` (an FP8 export's, as in `config.json`) makes sentence-transformers
+    load the weights dequantised: its Transformer module calls the model's `forward` directly,
+    which skips the hook with which compressed-tensors decompresses on the first call, so the
+    compressed FP8 weights would reach `F.linear` (`self and mat2 must have the same dtype`).
+    transformers' `AutoModel` and vLLM read `config.json` alone and are unaffected."""
     if settings.pooling not in _MODE_OF:
         raise ConfigError(f"pooling: expected one of {sorted(_MODE_OF)}, got {settings.pooling!r}")
     root = os.fspath(model_dir)
@@ -141,6 +152,7 @@ def write_settings(
         "sentence_bert_config.json": {
             "max_seq_length": settings.max_length,
             "do_lower_case": False,
+            **_dequantized(quantization_config),
         },
         "1_Pooling/config.json": pooling,
         "config_sentence_transformers.json": {
@@ -156,6 +168,14 @@ def write_settings(
     if settings.normalize:
         os.makedirs(os.path.join(root, "2_Normalize"), exist_ok=True)
     return [*files, *(["2_Normalize/"] if settings.normalize else [])]
+
+
+def _dequantized(quantization_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`config_kwargs` that replace the model config's `quantization_config` with the same one
+    plus transformers' loading attribute `dequantize` (the weights dequantised at load)."""
+    if not quantization_config:
+        return {}
+    return {"config_kwargs": {"quantization_config": {**quantization_config, "dequantize": True}}}
 
 
 def _evaluation_table(evaluation: Mapping[str, Any]) -> list[str]:

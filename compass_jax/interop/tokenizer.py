@@ -21,5 +21,8 @@ def load_tokenizer(model_dir: str | os.PathLike):
         raise FileNotFoundError(f"{model_dir}: no tokenizer files (looked for {_TOKENIZER_FILES})")
     try:
         return AutoTokenizer.from_pretrained(model_dir, local_files_only=True, use_fast=True)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{model_dir}: cannot load the tokenizer: {e}") from e
+    except Exception as e:  # transformers and tokenizers raise anything on a damaged file
+        message = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(
+            f"{model_dir}: cannot load the tokenizer ({type(e).__name__}: {message[:300]})"
+        ) from e

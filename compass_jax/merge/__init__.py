@@ -11,13 +11,15 @@ Every method works leaf by leaf, reading a leaf as one flat vector:
   by the weighted mean of the norms, as mergekit's `karcher`.
 - `task_slerp(base, a, b, t)`: `base + slerp(a - base, b - base, t)`.
 
+`t` is a finite number in `T_RANGE` = [-1, 2] (outside [0, 1] it extrapolates; `check_t`);
 `t = 0` returns `a` and `t = 1` returns `b` bit for bit; arithmetic is float32 and each leaf keeps
 its dtype; sharded leaves stay sharded. Per-path rules (`compass_jax.merge.rules`) choose each
-leaf's op and `t`; by default matrices merge spherically and 0-D/1-D leaves (norms, biases) lerp.
+leaf's op and `t`; by default every leaf merges spherically in "mergekit" mode (as mergekit does),
+while "geodesic" mode lerps 0-D/1-D leaves (norms, biases).
 """
 
 from compass_jax.merge.leaf import LeafOp, MergeError, merge_leaf, merge_many, merge_task, merge_two
-from compass_jax.merge.rules import LeafPlan, Policy, RulesError, load_rules, parse_rules
+from compass_jax.merge.rules import T_RANGE, LeafPlan, Policy, RulesError, load_rules, parse_rules
 from compass_jax.merge.spherical import (
     DOT_THRESHOLD,
     EPS,
@@ -27,6 +29,7 @@ from compass_jax.merge.spherical import (
 from compass_jax.merge.trees import (
     METHODS,
     Merger,
+    check_t,
     check_trees,
     karcher_mean,
     lerp,
@@ -41,12 +44,14 @@ __all__ = [
     "DOT_THRESHOLD",
     "EPS",
     "METHODS",
+    "T_RANGE",
     "LeafOp",
     "LeafPlan",
     "MergeError",
     "Merger",
     "Policy",
     "RulesError",
+    "check_t",
     "check_trees",
     "karcher_coefficients",
     "karcher_mean",

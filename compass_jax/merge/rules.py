@@ -11,10 +11,17 @@ A policy says which operation merges a leaf and at which `t`. Its JSON-able spel
                                geodesic operation: slerp, task-vector slerp or Karcher mean)
     {"op": "lerp", "t": 0.2}   both explicitly; "t" may be a number or a schedule
 
-The default operation of a leaf is "spherical" for matrices and "lerp" for 0-D/1-D leaves (norm
-scales, biases): the angle between two bias vectors says little, and lerp keeps a LayerNorm scale
-that is all ones in both models all ones. A leaf no rule matches gets its default operation at the
-call's t.
+The default operation of a leaf depends on the mode. In "mergekit" mode every leaf is
+"spherical", as mergekit's `slerp` treats every tensor (its lerp fallback for nearly colinear
+tensors keeps a LayerNorm scale that is all ones in both models all ones), so a run without rules
+equals mergekit's on every tensor. In "geodesic" mode 0-D/1-D leaves (norm scales, biases) default
+to "lerp": the angle between two bias vectors says little, and the norm-preserving geodesic would
+rescale them. A leaf no rule matches gets its default operation at the call's t.
+
+Every t, the call's and the rules', is a finite number in `T_RANGE` = [-1, 2]: 0 gives the first
+model and 1 the second, values between interpolate and values outside [0, 1] extrapolate (along
+the geodesic for spherical ops), as task-vector extrapolation does; anything further out is
+taken for a mistake (`--t 30` for 0.3, an overflow) rather than merged into a broken model.
 
 Depth schedules follow mergekit: layer `i` of `L` sits at fraction `i / (L - 1)` (1 when L = 1)
 and the value is read off the list by piecewise-linear interpolation. Leaves outside the layer
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -34,6 +42,7 @@ from typing import Any
 from compass_jax import tree
 
 OPS = ("spherical", "lerp", "keep_a", "keep_b")
+T_RANGE = (-1.0, 2.0)
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)(?:\.|$)")
 
 
@@ -43,7 +52,7 @@ class RulesError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    # None: the leaf's default op (spherical for >= 2-D leaves, lerp for 0/1-D ones).
+    # None: the leaf's default op (`default_op`: by the leaf's rank and the mode).
     op: str | None = None
     # None: the call's t; a tuple is a depth schedule.
     t: float | tuple[float, ...] | None = None
@@ -62,15 +71,35 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def t_problem(value: Any) -> str | None:
+    """What is wrong with `value` as a t (None: nothing)."""
+    lo, hi = T_RANGE
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return f"expected a number, got {value!r}"
+    if not (math.isfinite(number) and lo <= number <= hi):
+        return (
+            f"{value!r} is not a finite number in [{lo:g}, {hi:g}] (0 keeps the first model, "
+            "1 the second; values outside [0, 1] extrapolate)"
+        )
+    return None
+
+
 def parse_policy(value: Any, where: str = "policy") -> Policy:
     """A `Policy` from any of its spellings (see the module docstring)."""
     if isinstance(value, Policy):
         return value
     if _number(value):
+        if (problem := t_problem(value)) is not None:
+            raise RulesError(f"{where}: t {problem}")
         return Policy(t=float(value))
     if isinstance(value, list | tuple):
         if not value or not all(_number(v) for v in value):
             raise RulesError(f"{where}: a depth schedule must be a non-empty list of numbers")
+        for v in value:
+            if (problem := t_problem(v)) is not None:
+                raise RulesError(f"{where}: depth schedule: t {problem}")
         return Policy(t=tuple(float(v) for v in value))
     if isinstance(value, str):
         if value not in OPS:
@@ -157,12 +186,22 @@ def schedule_value(values: Sequence[float], fraction: float) -> float:
     return (1 - frac) * values[i0] + frac * values[i1]
 
 
+def default_op(ndim: int, mode: str = "mergekit") -> str:
+    """The operation of a leaf no rule names (see the module docstring)."""
+    return "spherical" if mode == "mergekit" or ndim >= 2 else "lerp"
+
+
 def plan_leaf(
-    path: str, ndim: int, rules: Sequence[tuple[str, Policy]], t: Any, num_layers: int
+    path: str,
+    ndim: int,
+    rules: Sequence[tuple[str, Policy]],
+    t: Any,
+    num_layers: int,
+    mode: str = "mergekit",
 ) -> LeafPlan:
     """Resolve the policy of one leaf: the first matching rule, else the leaf's default."""
     rule, policy = tree.first_match(path, ((p, (p, pol)) for p, pol in rules)) or (None, Policy())
-    op = policy.op or ("spherical" if ndim >= 2 else "lerp")
+    op = policy.op or default_op(ndim, mode)
     if op in ("keep_a", "keep_b"):
         return LeafPlan(op, None, rule)
     if isinstance(policy.t, tuple):

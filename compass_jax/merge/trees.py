@@ -7,6 +7,7 @@ jittable as long as `with_report` is off; the report reads scalars back to the h
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,14 @@ import numpy as np
 
 from compass_jax import tree
 from compass_jax.merge.leaf import LeafOp, MergeError, check_leaves, merge_leaf
-from compass_jax.merge.rules import LeafPlan, Policy, layer_count, parse_rules, plan_leaf
+from compass_jax.merge.rules import (
+    LeafPlan,
+    Policy,
+    layer_count,
+    parse_rules,
+    plan_leaf,
+    t_problem,
+)
 from compass_jax.merge.spherical import Mode
 
 Params = Mapping[str, Any]
@@ -38,6 +46,15 @@ def check_trees(trees: Sequence[Params], names: Sequence[str]) -> dict[str, list
     for path in ref:
         check_leaves([f[path] for f in flats], names, path)
     return {path: [f[path] for f in flats] for path in ref}
+
+
+def check_t(t: Any, name: str = "--t") -> None:
+    """Refuse a `t` that is not a finite number in `T_RANGE`; a traced `t` (inside `jit`) is
+    the caller's to check."""
+    if isinstance(t, jax.core.Tracer):
+        return
+    if (problem := t_problem(t)) is not None:
+        raise MergeError(f"{name}: {problem}")
 
 
 def input_names(method: str, count: int) -> list[str]:
@@ -87,7 +104,8 @@ def make_merger(
     tol: float = 1e-5,
     max_iter: int = 10,
 ) -> Merger:
-    """A `Merger` after checking the method, the number of inputs, the weights and the rules."""
+    """A `Merger` after checking the method, the number of inputs, the weights and the rules
+    (errors name the command's flags: `--weights`, `--tol`, `--max-iter`)."""
     if method not in METHODS:
         raise MergeError(f"method: expected one of {METHODS}, got {method!r}")
     if mode not in ("mergekit", "geodesic"):
@@ -97,11 +115,16 @@ def make_merger(
     if (count < 2) if many else (count != need):
         wanted = "at least 2" if many else str(need)
         raise MergeError(f"{method}: expected {wanted} inputs, got {count}")
+    if not (isinstance(tol, int | float) and math.isfinite(tol) and tol > 0):
+        raise MergeError(f"--tol {tol!r}: expected a finite number > 0")
+    if not (isinstance(max_iter, int) and max_iter >= 1):
+        raise MergeError(f"--max-iter {max_iter!r}: expected an integer >= 1")
     if many:
         weights = [1.0] * count if weights is None else [float(w) for w in weights]
-        if len(weights) != count or min(weights) < 0 or sum(weights) <= 0:
+        finite = all(math.isfinite(w) for w in weights)
+        if len(weights) != count or not finite or min(weights) < 0 or sum(weights) <= 0:
             raise MergeError(
-                f"weights: need {count} non-negative weights with a positive sum, got {weights}"
+                f"--weights {weights}: need {count} finite non-negative weights with a positive sum"
             )
         if any(p.t is not None for _, p in rules):
             raise MergeError(
@@ -109,7 +132,7 @@ def make_merger(
                 "lerp | keep_a | keep_b | spherical"
             )
     elif weights is not None:
-        raise MergeError(f"weights: {method} takes t, not weights")
+        raise MergeError(f"--weights: {method} takes t, not weights")
     weights = None if weights is None else tuple(weights)
     return Merger(method, count, mode, weights, tol, max_iter)
 
@@ -151,10 +174,12 @@ def merge(
     """The merged tree, and with `with_report` also the report (a list of dicts, one per leaf).
 
     `trees` is `[a, b]` (lerp, slerp), `[base, a, b]` (task_slerp) or `[x1, ..., xm]` (karcher;
-    lerp with weights). `t` may be a traced scalar; `rules` are `[(regex, policy), ...]`
+    lerp with weights). `t` is a finite number in `T_RANGE` (outside [0, 1] it extrapolates),
+    or a traced scalar (then the caller checks it); `rules` are `[(regex, policy), ...]`
     (`compass_jax.merge.rules`); `keep_a`/`keep_b` keep the first/second model, never the base.
     """
     parsed = parse_rules(rules)
+    check_t(t)
     merger = make_merger(
         method, len(trees), rules=parsed, mode=mode, weights=weights, tol=tol, max_iter=max_iter
     )
@@ -163,7 +188,7 @@ def merge(
     merged, rows = {}, []
     for path, xs in leaves.items():
         xs = [x if isinstance(x, jax.Array) else jnp.asarray(x) for x in xs]
-        plan = plan_leaf(path, xs[0].ndim, parsed, t, num_layers)
+        plan = plan_leaf(path, xs[0].ndim, parsed, t, num_layers, mode)
         merged[path], stats, plan = merger(plan, xs)
         if with_report:
             rows.append(report_row(path, xs[0], plan, jax.device_get(stats)))
@@ -184,7 +209,8 @@ def slerp(
     mode: Mode = "mergekit",
     rules: Sequence[Any] | None = None,
 ) -> Params:
-    """Spherical interpolation per leaf; 0-D/1-D leaves are lerped unless a rule says otherwise."""
+    """Spherical interpolation per leaf (in "geodesic" mode 0-D/1-D leaves are lerped unless a
+    rule says otherwise; "mergekit" mode slerps every leaf, as mergekit does)."""
     return merge("slerp", [a, b], t=t, mode=mode, rules=rules)
 
 

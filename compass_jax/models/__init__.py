@@ -13,6 +13,7 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
@@ -72,12 +73,18 @@ def apply(
     cfg: ModelConfig,
     params: Params,
     input_ids: Int[Array, "b l"],
-    attention_mask: Bool[Array, "b l"] | Int[Array, "b l"],
+    segment_ids: Int[Array, "b l"] | Bool[Array, "b l"],
     *,
     dropout_key: jax.Array | None = None,
 ) -> Float[Array, "b l d"]:
-    """Final hidden states in `cfg.dtype`. Dropout runs only when `dropout_key` is given."""
+    """Final hidden states in `cfg.dtype`. Dropout runs only when `dropout_key` is given.
+
+    `segment_ids` says which text of its row each token belongs to (0: padding): tokens attend
+    only within their text and positions restart at each text, so several texts packed into one
+    row come out exactly as they would alone. An attention mask (0/1 or bool) is the case of one
+    text per row, padded on either side.
+    """
     graphdef, template = _graph(cfg)
     state = nnx.State(_nnx_keys(params, template))
     model = nnx.merge(graphdef, state)
-    return model(input_ids, attention_mask.astype(bool), dropout_key)
+    return model(input_ids, segment_ids.astype(jnp.int32), dropout_key)

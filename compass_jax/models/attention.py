@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flax import nnx
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Float, Int
 
 from compass_jax.config import ModelConfig
 from compass_jax.models.layers import Dense, RMSNorm, apply_rope, attention
@@ -24,11 +24,12 @@ class SelfAttention(nnx.Module):
             self.k_norm = RMSNorm(h, eps=cfg.norm_eps)
         self.shape = (n, k, h)
         self.causal = cfg.causal
+        self.implementation = cfg.attention_impl
 
     def __call__(
         self,
         x: Float[Array, "b l d"],
-        mask: Bool[Array, "b l"],
+        segment_ids: Int[Array, "b l"],
         rope: tuple[Array, Array] | None = None,
     ) -> Float[Array, "b l d"]:
         n, k, h = self.shape
@@ -40,5 +41,7 @@ class SelfAttention(nnx.Module):
             q, key = self.q_norm(q), self.k_norm(key)
         if rope is not None:
             q, key = apply_rope(q, *rope), apply_rope(key, *rope)
-        out = attention(q, key, value, mask, causal=self.causal)
+        out = attention(
+            q, key, value, segment_ids, causal=self.causal, implementation=self.implementation
+        )
         return self.o_proj(out.reshape(b, length, n * h))

@@ -1,7 +1,8 @@
 """BERT and XLM-RoBERTa encoders (post-LayerNorm, learned absolute positions).
 
-XLM-R differs only in its position ids: they count non-padding tokens and start after
-`padding_idx`, so position `pad_token_id + 1` is the first real token.
+XLM-R differs only in its position ids: they start after `padding_idx`, so position
+`pad_token_id + 1` is the first real token of each text (HF counts non-padding ids, which is the
+same thing for one right- or left-padded text per row).
 """
 
 from __future__ import annotations
@@ -9,11 +10,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float, Int
 
 from compass_jax.config import ModelConfig
 from compass_jax.models.attention import SelfAttention
-from compass_jax.models.layers import Dense, Embed, LayerNorm, activation, dropout
+from compass_jax.models.layers import (
+    Dense,
+    Embed,
+    LayerNorm,
+    activation,
+    dropout,
+    segment_positions,
+)
 
 
 class Embeddings(nnx.Module):
@@ -43,9 +51,9 @@ class Layer(nnx.Module):
         self.mlp_norm = LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
         self.rate = cfg.hidden_dropout
 
-    def __call__(self, x, mask, key):
+    def __call__(self, x, segment_ids, key):
         k1, k2 = jax.random.split(key) if key is not None else (None, None)
-        x = self.attn_norm(x + dropout(self.attn(x, mask), self.rate, k1))
+        x = self.attn_norm(x + dropout(self.attn(x, segment_ids), self.rate, k1))
         return self.mlp_norm(x + dropout(self.mlp(x), self.rate, k2))
 
 
@@ -58,26 +66,26 @@ class Bert(nnx.Module):
     def __call__(
         self,
         input_ids: Int[Array, "b l"],
-        attention_mask: Bool[Array, "b l"],
+        segment_ids: Int[Array, "b l"],
         dropout_key: jax.Array | None = None,
     ) -> Float[Array, "b l d"]:
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
         emb = self.embeddings
-        x = emb.token(input_ids, dtype) + emb.position(self.position_ids(input_ids), dtype)
+        x = emb.token(input_ids, dtype) + emb.position(self.position_ids(segment_ids), dtype)
         x = emb.norm(x + emb.token_type(jnp.zeros_like(input_ids), dtype))
         keys = [None] * (cfg.num_layers + 1)
         if dropout_key is not None:
             keys = list(jax.random.split(dropout_key, cfg.num_layers + 1))
         x = dropout(x, cfg.hidden_dropout, keys[0])
         for layer, key in zip(self.layers, keys[1:], strict=True):
-            x = layer(x, attention_mask, key)
+            x = layer(x, segment_ids, key)
         return x
 
-    def position_ids(self, input_ids: Int[Array, "b l"]) -> Int[Array, "b l"]:
-        length = input_ids.shape[1]
+    def position_ids(self, segment_ids: Int[Array, "b l"]) -> Int[Array, "b l"]:
+        """From 0 at each text's first token (HF counts from the row's first token, the same
+        for right-padded BERT rows); XLM-R from `padding_idx + 1`, padding at `padding_idx`."""
+        positions = segment_positions(segment_ids)
         if self.cfg.arch != "xlm-roberta":
-            return jnp.broadcast_to(jnp.arange(length), input_ids.shape)
-        # As HF's create_position_ids_from_input_ids: from the ids, not the attention mask.
+            return positions
         pad = self.cfg.pad_token_id
-        real = (input_ids != pad).astype(jnp.int32)
-        return jnp.cumsum(real, axis=1) * real + pad
+        return jnp.where(segment_ids > 0, positions + pad + 1, pad)

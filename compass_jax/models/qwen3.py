@@ -5,11 +5,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float, Int
 
 from compass_jax.config import ModelConfig
 from compass_jax.models.attention import SelfAttention
-from compass_jax.models.layers import Dense, Embed, RMSNorm, dropout, rope_tables
+from compass_jax.models.layers import (
+    Dense,
+    Embed,
+    RMSNorm,
+    dropout,
+    rope_tables,
+    segment_positions,
+)
 
 
 class Embeddings(nnx.Module):
@@ -36,9 +43,9 @@ class Layer(nnx.Module):
         self.mlp = MLP(cfg, rngs=rngs)
         self.rate = cfg.hidden_dropout
 
-    def __call__(self, x, mask, rope, key):
+    def __call__(self, x, segment_ids, rope, key):
         k1, k2 = jax.random.split(key) if key is not None else (None, None)
-        x = x + dropout(self.attn(self.attn_norm(x), mask, rope), self.rate, k1)
+        x = x + dropout(self.attn(self.attn_norm(x), segment_ids, rope), self.rate, k1)
         return x + dropout(self.mlp(self.mlp_norm(x)), self.rate, k2)
 
 
@@ -52,17 +59,17 @@ class Qwen3(nnx.Module):
     def __call__(
         self,
         input_ids: Int[Array, "b l"],
-        attention_mask: Bool[Array, "b l"],
+        segment_ids: Int[Array, "b l"],
         dropout_key: jax.Array | None = None,
     ) -> Float[Array, "b l d"]:
         cfg = self.cfg
         x = self.embeddings.token(input_ids, jnp.dtype(cfg.dtype))
-        # Positions 0..l-1 whatever the padding, as HF does without explicit position ids;
-        # RoPE scores depend only on offsets, so left padding changes nothing for real tokens.
-        rope = rope_tables(input_ids.shape[1], cfg.head_dim, cfg.rope_theta)
+        # Positions restart at each text. HF counts from the row's first token even under left
+        # padding; RoPE scores depend only on offsets, so real tokens see the same scores.
+        rope = rope_tables(segment_positions(segment_ids), cfg.head_dim, cfg.rope_theta)
         keys = [None] * cfg.num_layers
         if dropout_key is not None:
             keys = list(jax.random.split(dropout_key, cfg.num_layers))
         for layer, key in zip(self.layers, keys, strict=True):
-            x = layer(x, attention_mask, rope, key)
+            x = layer(x, segment_ids, rope, key)
         return self.final_norm(x)

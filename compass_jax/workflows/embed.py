@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from compass_jax.atomic import atomic_path
+from compass_jax.atomic import atomic_path, check_writable
 from compass_jax.encoder import Encoder
+from compass_jax.resolve import resolve
 from compass_jax.textio import read_texts
 
 
@@ -27,18 +28,22 @@ def embed_file(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Embed every text of `input_path` with `model` (any argument `compass_jax.resolve`
-    takes) into `output_path`; returns a summary (texts, dim, seconds, texts per second).
+    takes) into `output_path` (replaced if it exists); returns a summary: the model and what
+    it was read from (`provenance`: a training run's workdir and step), texts, dim, seconds.
 
     Example:
         embed_file("multilingual-e5-small", "queries.txt", "queries.npy", prompt="query")
     """
     output_path = os.fspath(output_path)
     if not output_path.endswith(".npy"):
-        raise ValueError(f"--output {output_path}: must end in .npy")
+        raise ValueError(f"--out {output_path}: must end in .npy")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {batch_size}")
+    check_writable(output_path)
     texts = read_texts(input_path)
-    encoder = Encoder.load(model, dtype=dtype)
+    resolved = resolve(model)
+    encoder = Encoder.load(resolved.path, dtype=dtype)
+    encoder.cfg.check_dim(dim)
     start = time.perf_counter()
     vectors = encoder.encode(
         texts, prompt=prompt, batch_size=batch_size, max_length=max_length, dim=dim,
@@ -49,7 +54,8 @@ def embed_file(
         np.save(f, vectors)
     return {
         "output": output_path,
-        "model": encoder.path,
+        "model": resolved.label,
+        "provenance": resolved.provenance(),
         "texts": len(texts),
         "dim": int(vectors.shape[1]),
         "seconds": round(seconds, 3),

@@ -14,10 +14,12 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from compass_jax.atomic import check_writable
 from compass_jax.config import ModelConfig
+from compass_jax.interop.load import load_hf
 from compass_jax.interop.save import export_dtype, export_settings, host_params, save_hf
 from compass_jax.interop.tokenizer import load_tokenizer
-from compass_jax.resolve import load_model
+from compass_jax.resolve import resolve
 
 
 def export_params(
@@ -31,6 +33,7 @@ def export_params(
     min_cosine: float | None = 0.99,
     calibration: Sequence[dict] | None = None,
     eval_fn: Callable | None = None,
+    progress: bool = False,
     **save_kwargs: Any,
 ) -> pathlib.Path | None:
     """`save_hf(cfg, params, out_dir, ...)`, and for an FP8 export its quality report first.
@@ -38,7 +41,8 @@ def export_params(
     With `fp8`, the report compares FP8 with `dtype` embeddings of a calibration set
     (`calibration`, default the bundled sample; `eval_fn(encode) -> {metric: value}` adds metric
     deltas), and the export fails with `QualityError`, nothing written, when a language's mean
-    cosine falls below `min_cosine` (None: no gate). Other keyword arguments go to `save_hf`.
+    cosine falls below `min_cosine` (None: no gate); `progress` shows its embedding passes.
+    Other keyword arguments go to `save_hf`.
 
     Example:
         cfg, params, source = load_model("multilingual-e5-small")
@@ -60,7 +64,7 @@ def export_params(
     params = host_params(params)
     report = fp8_quality.quality_report(
         cfg, params, load_tokenizer(tokenizer_from), settings,
-        dtype=dtype, records=calibration, eval_fn=eval_fn,
+        dtype=dtype, records=calibration, eval_fn=eval_fn, progress=progress,
     )  # fmt: skip
     report["min_cosine"] = min_cosine
     if min_cosine is not None:
@@ -72,7 +76,12 @@ def export_model(
     model: str | os.PathLike, out_dir: str | os.PathLike, **kwargs: Any
 ) -> pathlib.Path | None:
     """`export_params` for any model argument `compass_jax.resolve` takes (a HF directory, a
-    bundled name, a hub id, a training workdir or `workdir@step`); the card names `model`."""
-    cfg, params, source = load_model(model)
-    kwargs.setdefault("model_name", os.fspath(model))
-    return export_params(cfg, params, out_dir, tokenizer_from=source, **kwargs)
+    bundled name, a hub id, a training workdir or `workdir@step`); the card names `model` (a
+    checkpoint with its step) and `export_info.json` records what it was read from
+    (`source_model`: for a training run, its workdir and step)."""
+    check_writable(out_dir, directory=True)
+    resolved = resolve(model)
+    cfg, params = load_hf(resolved.path)
+    kwargs.setdefault("model_name", resolved.label)
+    kwargs.setdefault("provenance", resolved.provenance())
+    return export_params(cfg, params, out_dir, tokenizer_from=resolved.path, **kwargs)

@@ -29,7 +29,7 @@ from compass_jax import jsonio
 from compass_jax.atomic import atomic_path
 from compass_jax.eval import load_suite
 from compass_jax.eval.model_scores import SuiteScores
-from compass_jax.merge import MergeError, load_rules, parse_rules
+from compass_jax.merge import MergeError, check_t, load_rules, parse_rules
 from compass_jax.merge.rules import rules_to_json
 from compass_jax.resolve import cache_dir, resolve_model
 from compass_jax.workflows.merge import merge_checkpoints
@@ -86,6 +86,8 @@ def sweep(
     ts = sorted({float(t) for t in ts})
     if not ts:
         raise MergeError("ts: need at least one t")
+    for t in ts:  # all of them before the first merge
+        check_t(t)
     base_dir, tuned_dir = str(resolve_model(base_dir)), str(resolve_model(tuned_dir))
     rules = load_rules(rules) if isinstance(rules, str | os.PathLike) else parse_rules(rules)
     keep_models = keep_models and out_dir is not None

@@ -7,7 +7,6 @@ given seed, however it is split into files.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -100,12 +99,9 @@ def write_catalog_file(
     langs: Sequence[str] = LANGS,
 ) -> int:
     """Write file `index` of `files` (a contiguous range of groups); returns the listing count."""
-    from compass_jax.atomic import atomic_path
+    from compass_jax import jsonio
 
     start, stop = file_range(size, files, index)
-    n = 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for record in generate_catalog(size, seed, start=start, stop=stop, langs=langs):
-            f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-            n += 1
-    return n
+    return jsonio.write_jsonl(
+        path, generate_catalog(size, seed, start=start, stop=stop, langs=langs)
+    )

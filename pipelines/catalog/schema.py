@@ -16,6 +16,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from compass_jax import jsonio
+
 _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
@@ -164,9 +166,11 @@ def _parse_line(raw_line: bytes, where: str, seen: dict, number: int) -> Product
     if not line.strip():
         return None
     try:
-        raw = json.loads(line)
+        raw = jsonio.loads(line)
     except json.JSONDecodeError as e:
         raise CatalogError(f"{where}: invalid JSON ({e.msg}, column {e.colno})") from None
+    except ValueError as e:  # NaN / Infinity: not JSON
+        raise CatalogError(f"{where}: {e}") from None
     product = validate_record(raw, where)
     if product.id in seen:
         raise CatalogError(

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 from typing import Any
+
+from compass_jax import jsonio
 
 DATA_DIR = pathlib.Path(__file__).parent / "data"
 LANGS = ("en", "id", "ms", "th", "vi", "tl", "pt")
@@ -79,11 +80,10 @@ class Vocabulary:
 
 
 def _read(path: pathlib.Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise VocabularyError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    try:
+        return jsonio.read_json(path, expect=None)
+    except jsonio.JSONFileError as e:
+        raise VocabularyError(str(e)) from None
 
 
 def _attr(item: Any, attributes: dict, where: str) -> AttrSpec:

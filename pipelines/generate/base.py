@@ -1,4 +1,4 @@
-"""The `Generator` interface: prompt -> JSON answer, validated, retried and cached."""
+"""The `Generator` interface: prompt -> JSON answer, validated, retried, cached and counted."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,8 +29,9 @@ class GeneratorConfig:
     max_tokens: int = 512
     max_retries: int = 2  # further attempts after the first, for answers that fail the schema
     concurrency: int = 8  # openai: requests in flight
-    timeout_s: float = 120.0
+    timeout_s: float = 120.0  # openai: one HTTP call; a stalled server counts as a failed try
     retry_backoff_s: float = 1.0  # openai: base delay between HTTP retries (doubles each time)
+    max_backoff_s: float = 60.0  # openai: longest delay between retries (and Retry-After)
     http_retries: int = 4  # openai: retries of one HTTP call on 429/5xx/connection errors
 
 
@@ -68,9 +70,12 @@ def parse_answer(text: str, schema: dict) -> tuple[Any | None, str | None]:
 class Generator(abc.ABC):
     name = "base"
 
-    def __init__(self, cfg: GeneratorConfig, cache_path=None):
+    def __init__(self, cfg: GeneratorConfig, cache_dir=None):
         self.cfg = cfg
-        self.cache = PromptCache(cache_path)
+        self.cache = PromptCache(cache_dir)
+        # requests, cache_hits, calls (requests sent to the backend, schema retries included),
+        # schema_retries, failures (no valid answer after every attempt); backends add their own.
+        self.stats: Counter = Counter()
 
     @abc.abstractmethod
     def complete(self, requests: Sequence[Request], attempt: int) -> list[str | None]:
@@ -102,10 +107,14 @@ class Generator(abc.ABC):
                 pending.append(i)
             else:
                 results[i] = Result(value, attempts=0, cached=True)
+        self.stats["requests"] += len(requests)
+        self.stats["cache_hits"] += len(requests) - len(pending)
         errors: dict[int, str] = {}
         for attempt in range(self.cfg.max_retries + 1):
             if not pending:
                 break
+            self.stats["calls"] += len(pending)
+            self.stats["schema_retries"] += len(pending) if attempt else 0
             texts = self.complete([requests[i] for i in pending], attempt)
             failed, answered = [], []
             for i, text in zip(pending, texts, strict=True):
@@ -120,23 +129,8 @@ class Generator(abc.ABC):
             pending = failed
         for i in pending:
             results[i] = Result(None, errors[i], attempts=self.cfg.max_retries + 1)
+        self.stats["failures"] += len(pending)
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
         self.cache.close()
-
-
-def make_generator(cfg: GeneratorConfig, cache_path=None) -> Generator:
-    if cfg.backend == "template":
-        from pipelines.generate.template import TemplateGenerator as cls
-    elif cfg.backend == "openai":
-        from pipelines.generate.openai_backend import OpenAIGenerator as cls
-    elif cfg.backend == "vllm":
-        from pipelines.generate.vllm_backend import VLLMGenerator as cls
-    elif cfg.backend == "transformers":
-        from pipelines.generate.transformers_backend import TransformersGenerator as cls
-    else:
-        raise ValueError(
-            f"generator backend {cfg.backend!r}: expected template, openai, vllm or transformers"
-        )
-    return cls(cfg, cache_path)

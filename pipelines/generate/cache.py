@@ -1,39 +1,40 @@
-"""Answers cached by prompt hash in SQLite. Answers are committed once per generated batch
-(one transaction, one fsync), so a killed run keeps every batch it had paid for, and a re-run
-asks the model only for the rest."""
+"""Answers cached by prompt hash, as JSONL files in a directory: one file per generated batch,
+written atomically and named by the batch's keys. A run killed part-way keeps every batch it
+paid for; a rerun, or a retried Beam bundle, reads them back and asks the model only for the
+rest. Plain files on any shared filesystem, so concurrent retries of one bundle never corrupt
+it (the last rename wins, and both answers were valid)."""
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
-import sqlite3
+from collections.abc import Sequence
 from typing import Any
+
+from compass_jax import jsonio
 
 
 class PromptCache:
-    def __init__(self, path: str | os.PathLike | None):
-        self.path = os.fspath(path) if path else ":memory:"
-        if path:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT)")
-        self._db.commit()
-        self.hits = self.misses = 0
+    def __init__(self, directory: str | os.PathLike | None):
+        self.directory = os.fspath(directory) if directory else None
+        self._answers: dict[str, Any] = {}
+        if self.directory and os.path.isdir(self.directory):
+            for name in sorted(os.listdir(self.directory)):
+                if name.endswith(".jsonl"):  # not the `.tmp-*` of a write that was killed
+                    for row in jsonio.read_jsonl(os.path.join(self.directory, name)):
+                        self._answers[row["key"]] = row["value"]
 
     def get(self, key: str) -> Any | None:
-        row = self._db.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return json.loads(row[0])
+        return self._answers.get(key)
 
-    def put_many(self, items: list[tuple[str, Any]]) -> None:
-        self._db.executemany(
-            "INSERT OR REPLACE INTO answers VALUES (?, ?)",
-            [(k, json.dumps(v, ensure_ascii=False, sort_keys=True)) for k, v in items],
-        )
-        self._db.commit()
+    def put_many(self, items: Sequence[tuple[str, Any]]) -> None:
+        if not items:
+            return
+        self._answers.update(items)
+        if self.directory:
+            name = hashlib.sha256("".join(k for k, _ in items).encode()).hexdigest()[:24]
+            rows = ({"key": k, "value": v} for k, v in items)
+            jsonio.write_jsonl(os.path.join(self.directory, f"{name}.jsonl"), rows)
 
     def close(self) -> None:
-        self._db.close()
+        pass

@@ -11,8 +11,8 @@ from pipelines.generate.base import Generator, Request
 class TransformersGenerator(Generator):
     name = "transformers"
 
-    def __init__(self, cfg, cache_path=None):
-        super().__init__(cfg, cache_path)
+    def __init__(self, cfg, cache_dir=None):
+        super().__init__(cfg, cache_dir)
         if not cfg.model:
             raise ValueError("generator.model: the transformers backend needs a model directory")
         self._model = None

@@ -32,8 +32,8 @@ def _sampling_params(vllm, cfg, schema: dict | None, seed: int):
 class VLLMGenerator(Generator):
     name = "vllm"
 
-    def __init__(self, cfg, cache_path=None):
-        super().__init__(cfg, cache_path)
+    def __init__(self, cfg, cache_dir=None):
+        super().__init__(cfg, cache_dir)
         if not cfg.model:
             raise ValueError("generator.model: the vllm backend needs a model path or hub id")
         self._llm = None

@@ -1,6 +1,8 @@
 """Training tasks built from a catalog: each has an instruction (the query-side prompt of
 instruction-following embedders) and writes records `{uid, task, lang, query, positive,
-negatives, label, label_path, group_id, split, source, doc_id}`."""
+negatives, negative_labels, label, label_path, positive_label, group_id, split, source,
+doc_id}`. `positive_label` is the class of the positive's product (at `tasks.category_level`)
+whatever the task: a record that mines this positive as a negative gets it in `negative_labels`."""
 
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ def record(
     source: str = "catalog",
     label: int = -1,
     label_path: tuple[int, ...] = (),
+    positive_label: int = -1,
     doc_id: str = "",
 ) -> dict:
     return {
@@ -70,8 +73,10 @@ def record(
         "query": query,
         "positive": positive,
         "negatives": [],
+        "negative_labels": [],
         "label": label,
         "label_path": list(label_path),
+        "positive_label": positive_label,
         "group_id": group_id,
         "split": split,
         "source": source,

@@ -50,6 +50,7 @@ def _query_product(p: Product, ctx) -> Iterator[dict]:
             p.title,
             group_id=p.group_id,
             split=ctx.split(p),
+            positive_label=ctx.category(p),
             doc_id=p.id,
         )
 
@@ -65,8 +66,9 @@ def _title_category(p: Product, ctx) -> Iterator[dict]:
         ctx.cfg.category_separator.join(names),
         group_id=p.group_id,
         split=ctx.split(p),
-        label=ctx.labels.label(p.category_keys, level),
+        label=ctx.category(p),
         label_path=ctx.labels.path_ids(p.category_keys),
+        positive_label=ctx.category(p),
         doc_id=p.id,
     )
 
@@ -80,6 +82,7 @@ def _title_description(p: Product, ctx) -> Iterator[dict]:
         p.description,
         group_id=p.group_id,
         split=ctx.split(p),
+        positive_label=ctx.category(p),
         doc_id=p.id,
     )
 
@@ -103,6 +106,7 @@ def _cross_lingual(products: Sequence[Product], ctx) -> Iterator[dict]:
                 b.title,
                 group_id=group_id,
                 split=ctx.split(a),
+                positive_label=ctx.category(b),
                 doc_id=b.id,
             )
 
@@ -111,10 +115,9 @@ def _clustering(products: Sequence[Product], ctx) -> Iterator[dict]:
     """Pairs of different products of one category (at `category_level`, like
     `title_category`'s classes) and split, in any two languages: a partition rarely holds two
     products of one leaf in one language, and a category is one cluster whatever the language."""
-    level = ctx.cfg.category_level
     buckets: dict[tuple, list[Product]] = {}
     for p in products:
-        buckets.setdefault((ctx.split(p), ctx.labels.label(p.category_keys, level)), []).append(p)
+        buckets.setdefault((ctx.split(p), ctx.category(p)), []).append(p)
     for key in sorted(buckets):
         members = sorted(buckets[key], key=lambda p: stable_int(ctx.seed, "cluster", p.id))
         for a, b in zip(members[0::2], members[1::2], strict=False):
@@ -131,6 +134,7 @@ def _clustering(products: Sequence[Product], ctx) -> Iterator[dict]:
                 split=key[0],
                 label=key[1],
                 label_path=ctx.labels.path_ids(a.category_keys),
+                positive_label=key[1],
                 doc_id=b.id,
             )
 
@@ -145,6 +149,10 @@ class Context:
 
     def split(self, p: Product) -> str:
         return split_of(p.group_id, self.seed, self.fractions)
+
+    def category(self, p: Product) -> int:
+        """The product's class id at `category_level`."""
+        return self.labels.label(p.category_keys, self.cfg.category_level)
 
 
 PER_PRODUCT = {

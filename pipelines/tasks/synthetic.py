@@ -39,12 +39,12 @@ def synthesize(
     products: Sequence[Product],
     generator: Generator,
     cfg: SynthesisConfig,
-    split,
-    seed: int,
+    ctx,
     progress=None,
 ) -> tuple[list[dict], list[dict]]:
-    """(records, rejects) for one partition."""
-    chosen, requests = synthesis_requests(products, cfg, seed)
+    """(records, rejects) for one partition; `ctx` (a `tasks.construct.Context`) gives the
+    seed, each product's split and class."""
+    chosen, requests = synthesis_requests(products, cfg, ctx.seed)
     records, rejects = [], []
     for start in range(0, len(requests), cfg.batch_size):
         batch = requests[start : start + cfg.batch_size]
@@ -68,8 +68,9 @@ def synthesize(
                         query.strip(),
                         p.title,
                         group_id=p.group_id,
-                        split=split(p),
+                        split=ctx.split(p),
                         source=f"synthetic:{generator.name}",
+                        positive_label=ctx.category(p),
                         doc_id=p.id,
                     )
                 )

@@ -78,12 +78,13 @@ def translate(
     products: Sequence[Product],
     generator: Generator,
     cfg: TranslationConfig,
-    split,
-    seed: int,
+    ctx,
     teacher=None,
     progress=None,
 ) -> tuple[list[dict], list[dict]]:
-    """(records, rejects) for one partition."""
+    """(records, rejects) for one partition; `ctx` (a `tasks.construct.Context`) gives the
+    seed, each product's split and class."""
+    seed = ctx.seed
     jobs = _targets(products, cfg, seed)
     requests = [
         Request(
@@ -129,8 +130,9 @@ def translate(
                 p.title,
                 value["title"],
                 group_id=p.group_id,
-                split=split(p),
+                split=ctx.split(p),
                 source=source,
+                positive_label=ctx.category(p),
                 doc_id=f"{p.id}>{target}",
             )
         )
@@ -142,8 +144,9 @@ def translate(
                 value["title"],
                 value["description"],
                 group_id=p.group_id,
-                split=split(p),
+                split=ctx.split(p),
                 source=source,
+                positive_label=ctx.category(p),
                 doc_id=f"{p.id}>{target}",
             )
         )

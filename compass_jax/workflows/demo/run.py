@@ -37,6 +37,7 @@ def run_demo(
     seeds: int | None = None,
     experiments: Sequence[str] = (),
     readme: str | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Run every stage into `out` (resuming what is there unless `fresh`) and return the
     report also written to `out/report.json` and `out/report.md`.
@@ -44,7 +45,7 @@ def run_demo(
     `seed` fixes the catalog and its split (so the test items) and is the first training seed;
     each arm trains `seeds` times (default: the size's), run `s` with seed `seed + s`
     (`training`). `experiments` adds `cam-density` (`density`); `readme` rewrites that README's
-    demo block from the report (`readme.update_readme`)."""
+    demo block from the report (`readme.update_readme`); `progress`: progress bars."""
     unknown = sorted(set(experiments) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
@@ -72,12 +73,12 @@ def run_demo(
     machine = machine_info(with_torch=False)
     print(f"compass-jax demo --size {name} --seeds {runs}: {one_line(machine)}")
 
-    paths = stages.run("data", lambda: build_data(out, size, seed))
+    paths = stages.run("data", lambda: build_data(out, size, seed, progress=progress))
     base = str(stages.run("import base model", lambda: resolve_model(model)))
     general = paths["general"]
     suites = {"domain": load_suite(paths["suite"]), "general": load_suite(general)}
     cache = os.path.join(out, "cache")
-    scores = SuiteScores(suites, cache_dir=cache, progress=True)
+    scores = SuiteScores(suites, cache_dir=cache, progress=progress)
     stages.run("evaluate base", lambda: scores.results(base))
 
     # A trained model is its workdir: the resolver exports its checkpoint once, on first use.
@@ -90,7 +91,7 @@ def run_demo(
             workdir = workdirs[label][s]
             histories[f"{label} seed {s}"] = stages.run(
                 f"train {label} seed {s} ({mesh}, GradCache chunks of {size.chunk})",
-                lambda cfg=cfg, workdir=workdir: train(cfg, workdir),
+                lambda cfg=cfg, workdir=workdir: train(cfg, workdir, progress=progress),
             )
             # The forgetting check and the merge need seed 0 of CAM alone on the general suite.
             needed = ["domain", "general"] if cam and s == 0 else ["domain"]
@@ -104,7 +105,7 @@ def run_demo(
     result = stages.run(
         "merge sweep",
         lambda: sweep(base, workdirs["CAM"][0], ts, scores.metrics(), objective,
-                      out_dir=os.path.join(out, "sweep")),
+                      out_dir=os.path.join(out, "sweep"), progress=progress),
     )  # fmt: skip
     merged = result["best_model"] or base  # t = 0 (the base) when no merge keeps enough
     exports = stages.run("export bf16 + FP8", lambda: export_both(merged, out))

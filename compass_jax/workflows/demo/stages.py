@@ -43,7 +43,7 @@ def simulate_devices(n: int) -> None:
         jax.config.update("jax_num_cpu_devices", n)
 
 
-def build_data(out: str, size: Size, seed: int = 0) -> dict[str, str]:
+def build_data(out: str, size: Size, seed: int = 0, *, progress: bool = True) -> dict[str, str]:
     """Build the bundled catalog into `out/data`: the training JSONL, the held-out suite and the
     general suite (`{"train", "suite", "general"}`: their paths)."""
     from pipelines import build
@@ -64,8 +64,12 @@ def build_data(out: str, size: Size, seed: int = 0) -> dict[str, str]:
         # a small held-out split, and for CAM to matter (about 14 same-class examples in a
         # batch of 256, false negatives without the class mask).
         "tasks.category_level=0",
+        # The character n-gram teacher at every size: the model teacher would embed every
+        # text of a tiny build (the `auto` rule), and the demo's default training reads no
+        # hard negatives.
+        "mining.teacher=hashing",
     ]
-    build.run(load_config(None, overrides), data, progress=True)
+    build.run(load_config(None, overrides), data, progress=progress)
     train = os.path.join(data, "train.jsonl")
     if not os.path.exists(train):
         export_jsonl(data, train, split="train", tasks=TRAIN_TASKS)

@@ -77,10 +77,10 @@ def train_config(
     )
 
 
-def train(cfg, workdir: str) -> list[dict]:
+def train(cfg, workdir: str, *, progress: bool = True) -> list[dict]:
     """Train in `workdir` (resuming); the metrics history from the workdir's log, so a resumed
     run reports the whole curve. The workdir itself is the trained model's name."""
     from compass_jax import trainer
 
-    trainer.run(cfg, workdir)
+    trainer.run(cfg, workdir, progress=progress)
     return jsonio.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
