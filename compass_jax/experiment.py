@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from compass_jax.config import Dtype
-from compass_jax.configio import Count, NonNegative, NonNegativeInt, Range
+from compass_jax.configio import Count, Fraction, NonNegative, NonNegativeInt, Range
 from compass_jax.losses import LossSettings
 from compass_jax.optim import OptimConfig
 
@@ -25,6 +25,9 @@ class DataConfig:
     num_negatives: NonNegativeInt = 1
     task_weights: Mapping[str, NonNegative] = dataclasses.field(default_factory=dict)
     seed: NonNegativeInt = 0
+    # {task: same-class share}: draw the task's batches as same-class groups with this mean
+    # share of same-class rows (`compass_jax.data.class_density`); the CAM experiment's knob.
+    class_density: Mapping[str, Fraction] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -112,6 +112,7 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
             batch_size=cfg.batch_size,
             seed=cfg.data.seed,
             task_weights=cfg.data.task_weights,
+            class_density=cfg.data.class_density,
             process_index=index,
             process_count=processes,
         )
