@@ -223,7 +223,7 @@ def test_bad_arguments_fail_before_any_stage_with_one_line(tmp_path, capsys):
     for extra, message in (
         (["--readme", str(readme)], f"--readme {readme}: needs one line"),
         (["--readme", str(tmp_path / "missing.md")], "missing.md: No such file"),
-        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--seeds", "0"], "argument --seeds: must be >= 1, got 0"),
     ):
         assert cli.main(["demo", "--size", "tiny", "--out", str(out), *extra]) == 2
         err = capsys.readouterr().err
