@@ -3,6 +3,8 @@
 State is a plain dict `{"params", "opt_state", "step", "rng"}` with a parallel dict of
 shardings. Parameters are float32 masters; the forward pass computes in `ModelConfig.dtype`.
 Only trainable parameters (not matched by `optim.frozen`) get gradients and optimizer state.
+When those rules freeze exactly a trunk (embeddings and the lowest layers, `compass_jax.trunk`),
+the step takes each tower's trunk states, computed once per text, and runs only the layers above.
 
 `setup` builds what a run steps: the state on its mesh, its shardings and the per-task steps
 compiled ahead of time (`TrainSetup`). The trainer and the benchmarks both start from it, so a
