@@ -59,6 +59,8 @@ class TrainConfig:
     # A jax.checkpoint policy over the embedding (the backward recomputes what it does not save).
     remat: Literal["dots_saveable", "dots_with_no_batch_dims_saveable"] | None = None
     xla_options: Mapping[str, bool | int | str] = dataclasses.field(default_factory=dict)
+    # Host memory for a locked trunk's states (`compass_jax.trunk`; an LRU beyond it).
+    trunk_cache_mb: Count = 2048
     steps: Count = 1000
     seed: NonNegativeInt = 0
     checkpoint_every: Count = 200
@@ -76,7 +78,7 @@ class TrainConfig:
 # step.
 RESUMABLE_FIELDS = (
     "steps", "log_every", "checkpoint_every", "keep_checkpoints", "mesh", "gradcache_chunk",
-    "loss_block", "attention", "cast_params", "remat", "xla_options",
+    "loss_block", "attention", "cast_params", "remat", "xla_options", "trunk_cache_mb",
 )  # fmt: skip
 
 

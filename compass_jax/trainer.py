@@ -127,6 +127,8 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
             training.state, data_state = ckpt.restore(start, abstract)
             reader.restore(data_state)
             log.info("resumed %s at step %d", workdir, start)
+        if depth := training.specs[reader.tasks[0]].trunk:
+            log.info("locked trunk: embeddings and layers 0..%d, run once per text", depth - 1)
         if index == 0:
             model = training.specs[reader.tasks[0]].model
             checkpoint.write_run_info(workdir, to_json(cfg), str(model_dir), model)
@@ -147,7 +149,7 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
                 document_length=cfg.data.document_length,
                 num_negatives=cfg.data.num_negatives,
             )
-            metrics = training.step(task, _global_batch(local, training.mesh, processes))
+            metrics = training.step(task, _global_batch(local, training.mesh, processes), local)
             skipped = skipped + metrics["skipped"]  # on device: no sync per step
             examples += cfg.batch_size
             done = step + 1
