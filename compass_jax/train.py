@@ -335,5 +335,5 @@ def setup(
     state, shardings = init_state(
         params, specs[tasks[0]], mesh, seed=cfg.seed, min_elements=cfg.mesh.min_sharded_elements
     )
-    cache = trunk.Cache(cfg.trunk_cache_mb * 2**20)
+    cache = trunk.shared_cache(cfg.trunk_cache_mb * 2**20)
     return TrainSetup(mesh, specs, state, shardings, trunk_cache=cache)

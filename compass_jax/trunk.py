@@ -124,6 +124,16 @@ class Cache:
             self.bytes -= self.entries.popitem(last=False)[1].nbytes
 
 
+_SHARED: dict[int, Cache] = {}
+
+
+def shared_cache(max_bytes: int) -> Cache:
+    """The process's cache of trunk states for this bound. Runs in one process (a demo's arms
+    and seeds, a sweep of trainings over one base) reuse each other's states: a key carries the
+    fingerprint of the frozen params, so a run never reads another trunk's states."""
+    return _SHARED.setdefault(max_bytes, Cache(max_bytes))
+
+
 def _bucket(n: int, smallest: int) -> int:
     return max(smallest, 1 << max(n - 1, 0).bit_length())
 
