@@ -32,13 +32,12 @@ def _timed(fn) -> tuple[Any, float]:
 
 
 def padded_share(encoder, texts: list[str], batch: int) -> float:
-    """The share of our padded `[batch, bucket]` grids that is padding."""
-    from compass_jax.data.bucketing import length_buckets
-    from compass_jax.encoder import make_batches
+    """The share of the rows `encoder.encode` computes that is padding (its packed layout)."""
+    from compass_jax.data.packing import pack, padding_efficiency
 
     ids, max_length = encoder.tokenize(texts)
-    grids = make_batches(ids, batch_size=batch, buckets=length_buckets(max_length), pad_id=0)
-    return round(1 - sum(map(len, ids)) / sum(b.input_ids.size for b in grids), 4)
+    batches = list(pack(ids, encoder.layout(max_length, batch), pad_id=0))
+    return round(1 - padding_efficiency(batches), 4)
 
 
 def ours(model_dir, texts: list[str], batch: int, tokens: int) -> tuple[np.ndarray, dict]:

@@ -146,7 +146,9 @@ def jax_embed(directory: pathlib.Path, ids: np.ndarray, mask: np.ndarray) -> np.
 
     enc = Encoder.load(directory, dtype="bfloat16")
     run = embed_program(enc.cfg, enc.settings.pooling, enc.settings.normalize, enc.fp8)
-    return np.asarray(run(enc.params, ids, mask, None), np.float32)
+    # one text per row: the mask is the row's only segment
+    vectors = run(enc.params, ids, np.asarray(mask, np.int32), None, 1)
+    return np.asarray(vectors, np.float32)[:, 0]
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> dict[str, float]:

@@ -106,6 +106,26 @@ def wait_for_quiet(max_load: float | None, max_wait_s: float, log: Callable[[str
     }
 
 
+def open_report(
+    benchmark: str, what: str, settings: dict[str, Any], args, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """A report's head, once the machine is as quiet as `args` ask (`add_quiet_arguments`)."""
+    quiet = wait_for_quiet(args.max_load, args.max_wait_s, log)
+    return {
+        "benchmark": benchmark,
+        "what": what,
+        "settings": settings,
+        "machine": machine_info(with_torch=False),
+        "quiet_wait": quiet,
+    }
+
+
+def close_report(report: dict[str, Any], out: str | None) -> None:
+    """The load average at the end into the report; the report emitted (`emit`)."""
+    report["machine"]["load_average_at_end"] = load_average()
+    emit(report, out)
+
+
 def cpu_snapshot() -> tuple[float, float, float, float]:
     """(wall s, machine busy CPU s, steal s, this process's CPU s incl. children) from
     /proc/stat."""

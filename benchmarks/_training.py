@@ -269,6 +269,7 @@ class Harness:
         learning_rate: float = 2e-5,
         loss_block: tuple[int, int] = (128, 1024),
         min_sharded_elements: int = 2**16,
+        frozen: tuple[str, ...] = (),
     ) -> Harness:
         import jax
 
@@ -281,7 +282,9 @@ class Harness:
             dtype=dtype,
             losses={"default": loss},
             # Constant learning rate from step 0, like the peers' plain AdamW loops.
-            optim=OptimConfig(learning_rate=learning_rate, warmup_steps=0, schedule="constant"),
+            optim=OptimConfig(
+                learning_rate=learning_rate, warmup_steps=0, schedule="constant", frozen=frozen
+            ),
             mesh=MeshConfig(data=1, fsdp=1, min_sharded_elements=min_sharded_elements),
             gradcache_chunk=chunk,
             loss_block=loss_block,

@@ -269,27 +269,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*donated buffers.*")
-    quiet = m.wait_for_quiet(args.max_load, args.max_wait_s, log)
-    report: dict[str, Any] = {
-        "benchmark": "train_step_time",
-        "what": "median step time: CAM vs plain InfoNCE, GradCache vs plain step",
-        "settings": {
-            "model": args.model,
-            "batch": args.batch,
-            "chunk": args.chunk,
-            "seq": args.seq,
-            "hard_negatives": 1,
-            "dtype": args.dtype,
-            "mesh": "1 device (1 x 1)",
-            "warmup_rounds": args.warmup,
-            "timed_rounds": args.steps,
-            "temperature": 0.05,
-            "optimizer": "AdamW, constant lr 2e-5, clip 1.0",
-            "data": "classification task",
-        },
-        "machine": m.machine_info(with_torch=False),
-        "quiet_wait": quiet,
+    settings = {
+        "model": args.model,
+        "batch": args.batch,
+        "chunk": args.chunk,
+        "seq": args.seq,
+        "hard_negatives": 1,
+        "dtype": args.dtype,
+        "mesh": "1 device (1 x 1)",
+        "warmup_rounds": args.warmup,
+        "timed_rounds": args.steps,
+        "temperature": 0.05,
+        "optimizer": "AdamW, constant lr 2e-5, clip 1.0",
+        "data": "classification task",
     }
+    what = "median step time: CAM vs plain InfoNCE, GradCache vs plain step"
+    report = m.open_report("train_step_time", what, settings, args, log)
     with tempfile.TemporaryDirectory(prefix="train_step_time_") as tmp:
         data = str(tr.make_pairs(os.path.join(tmp, "pairs.jsonl"), n=4096))
         report["step"] = time_steps(args, data)
@@ -307,8 +302,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "cpu": round(extra["median_cpu_s"] / step["median_cpu_s"], 5),
                 "target": "<= 0.03",
             }
-    report["machine"]["load_average_at_end"] = m.load_average()
-    m.emit(report, args.out)
+    m.close_report(report, args.out)
     return report
 
 

@@ -49,10 +49,9 @@ def pool(
 
 
 def l2_normalize(x: Float[Array, "b d"], eps: float = 1e-12) -> Float[Array, "b d"]:
-    # The clamp inside the square root keeps the gradient finite at a zero vector (an empty
-    # segment of a packed training row), where the norm's own gradient is 0 / 0.
-    squares = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
-    return x / jnp.sqrt(jnp.maximum(squares, eps * eps))
+    # The floor goes under the square root: `norm`'s gradient at a zero vector (an empty hard-
+    # negative slot pools to zeros) is 0/0, a NaN that a zero cotangent does not cancel.
+    return x / jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), eps**2))
 
 
 def truncate(x: Float[Array, "b d"], dim: int | None) -> Float[Array, "b e"]:
@@ -67,7 +66,7 @@ def truncate(x: Float[Array, "b d"], dim: int | None) -> Float[Array, "b e"]:
 def embed_segments(
     cfg: ModelConfig,
     params: models.Params,
-    input_ids: Int[Array, "b l"],
+    input_ids: Int[Array, "b l"] | Float[Array, "b l d"],
     segment_ids: Int[Array, "b l"],
     *,
     segments: int,
@@ -75,11 +74,20 @@ def embed_segments(
     normalize: bool = True,
     dim: int | None = None,
     dropout_key: jax.Array | None = None,
+    trunk: int = 0,
 ) -> Float[Array, "b s e"]:
     """Token ids of rows packed with up to `segments` texts each (`segment_ids` 1..s, 0 for
     padding; see `compass_jax.data.packing`) -> float32 embeddings of every segment, each equal
-    to what the text gives alone in its own row (`e` = `dim` or the model width)."""
-    hidden = models.apply(cfg, params, input_ids, segment_ids, dropout_key=dropout_key)
+    to what the text gives alone in its own row (`e` = `dim` or the model width).
+
+    With `trunk` = k > 0 the rows are not token ids but the states of a locked trunk of k
+    layers (`models.apply_trunk`, `compass_jax.trunk`), and only the layers above it run."""
+    if trunk:
+        hidden = models.apply_top(
+            cfg, params, input_ids, segment_ids, trunk, dropout_key=dropout_key
+        )
+    else:
+        hidden = models.apply(cfg, params, input_ids, segment_ids, dropout_key=dropout_key)
     vectors = truncate(pool_segments(hidden, segment_ids, pooling, segments), dim)
     return l2_normalize(vectors) if normalize else vectors
 
@@ -87,11 +95,11 @@ def embed_segments(
 def embed(
     cfg: ModelConfig,
     params: models.Params,
-    input_ids: Int[Array, "b l"],
+    input_ids: Int[Array, "b l"] | Float[Array, "b l d"],
     attention_mask: Bool[Array, "b l"],
     **options,
 ) -> Float[Array, "b e"]:
     """Token ids, one text per row -> float32 sentence embeddings (`e` = `dim` or the model
-    width); `options` are `embed_segments`' (pooling, normalize, dim, dropout_key)."""
+    width); `options` are `embed_segments`' (pooling, normalize, dim, dropout_key, trunk)."""
     mask = attention_mask.astype(jnp.int32)
     return embed_segments(cfg, params, input_ids, mask, segments=1, **options)[:, 0]

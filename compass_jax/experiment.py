@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from compass_jax.config import Dtype
-from compass_jax.configio import Count, NonNegative, NonNegativeInt, Range
+from compass_jax.configio import Count, Fraction, NonNegative, NonNegativeInt, Range
 from compass_jax.losses import LossSettings
 from compass_jax.optim import OptimConfig
 
@@ -25,6 +25,9 @@ class DataConfig:
     num_negatives: NonNegativeInt = 1
     task_weights: Mapping[str, NonNegative] = dataclasses.field(default_factory=dict)
     seed: NonNegativeInt = 0
+    # {task: same-class share}: draw the task's batches as same-class groups with this mean
+    # share of same-class rows (`compass_jax.data.class_density`); the CAM experiment's knob.
+    class_density: Mapping[str, Fraction] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,8 @@ class TrainConfig:
     # A jax.checkpoint policy over the embedding (the backward recomputes what it does not save).
     remat: Literal["dots_saveable", "dots_with_no_batch_dims_saveable"] | None = None
     xla_options: Mapping[str, bool | int | str] = dataclasses.field(default_factory=dict)
+    # Host memory for a locked trunk's states (`compass_jax.trunk`; an LRU beyond it).
+    trunk_cache_mb: Count = 2048
     steps: Count = 1000
     seed: NonNegativeInt = 0
     checkpoint_every: Count = 200
@@ -76,7 +81,7 @@ class TrainConfig:
 # step.
 RESUMABLE_FIELDS = (
     "steps", "log_every", "checkpoint_every", "keep_checkpoints", "mesh", "gradcache_chunk",
-    "loss_block", "attention", "cast_params", "remat", "xla_options", "pack",
+    "loss_block", "attention", "cast_params", "remat", "xla_options", "pack", "trunk_cache_mb",
 )  # fmt: skip
 
 

@@ -3,6 +3,8 @@
 State is a plain dict `{"params", "opt_state", "step", "rng"}` with a parallel dict of
 shardings. Parameters are float32 masters; the forward pass computes in `ModelConfig.dtype`.
 Only trainable parameters (not matched by `optim.frozen`) get gradients and optimizer state.
+When those rules freeze exactly a trunk (embeddings and the lowest layers, `compass_jax.trunk`),
+the step takes each tower's trunk states, computed once per text, and runs only the layers above.
 
 `setup` builds what a run steps: the state on its mesh, its shardings and the per-task steps
 compiled ahead of time (`TrainSetup`). The trainer and the benchmarks both start from it, so a
@@ -24,7 +26,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int
 
-from compass_jax import embedding, optim, sharding, tree
+from compass_jax import embedding, optim, sharding, tree, trunk
 from compass_jax.config import ModelConfig
 from compass_jax.data.batch import TrainBatch
 from compass_jax.experiment import TrainConfig
@@ -50,6 +52,8 @@ class StepSpec:
     cast_params: bool = False
     remat: str | None = None  # a `jax.checkpoint_policies` name, applied to the embedding
     compiler_options: tuple[tuple[str, Any], ...] = ()  # XLA options of this step's compile
+    # Layers of a locked trunk (`compass_jax.trunk`): the step takes their states, not ids.
+    trunk: int | None = None
 
 
 def place(x: np.ndarray, s: NamedSharding) -> jax.Array:
@@ -149,16 +153,19 @@ def cast_kernels(params, dtype: str):
     return tree.map_with_path(cast, params)
 
 
-def loss_and_grads(spec: StepSpec, mesh: Mesh, trainable, frozen, batch: TrainBatch, key):
+def loss_and_grads(
+    spec: StepSpec, mesh: Mesh, trainable, frozen, batch: TrainBatch, key, hidden=None
+):
     """`((loss, metrics), grads)` for the trainable params (float32 gradients), by GradCache
-    when configured."""
+    when configured. With a locked trunk, `hidden` holds each tower's trunk states
+    (`TrainSetup.trunk_states`) and only the layers above it run."""
     shards = mesh.devices.size
 
     def embed_fn(p, ids, segment_ids, texts, k):
         params = optim.merge_trainable(p, frozen)
         return embedding.embed_segments(
             spec.model, params, ids, segment_ids, segments=texts.shape[1], pooling=spec.pooling,
-            dropout_key=k,
+            dropout_key=k, trunk=spec.trunk or 0,
         )  # fmt: skip
 
     if spec.remat:
@@ -177,6 +184,8 @@ def loss_and_grads(spec: StepSpec, mesh: Mesh, trainable, frozen, batch: TrainBa
         return cam_infonce_sharded(contrastive_batch(embs, batch), spec.loss, mesh,
                                    block=spec.loss_block)  # fmt: skip
 
+    if spec.trunk:
+        towers = {n: (hidden[n], *rest) for n, (_, *rest) in towers.items()}
     if spec.gradcache_chunk:
         return gradcache_value_and_grad(
             embed_fn, loss_fn, trainable, towers, key, chunk=spec.gradcache_chunk, shards=shards
@@ -194,12 +203,14 @@ def _all_finite(values) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(values)]))
 
 
-def train_step(spec: StepSpec, mesh: Mesh, state: State, batch: TrainBatch) -> tuple[State, dict]:
+def train_step(
+    spec: StepSpec, mesh: Mesh, state: State, batch: TrainBatch, hidden=None
+) -> tuple[State, dict]:
     optimizer = optim.make_optimizer(spec.optim, spec.total_steps)
     trainable, frozen = optim.split_trainable(spec.optim, state["params"])
     rng = jax.random.wrap_key_data(state["rng"])
     key = jax.random.fold_in(rng, state["step"]) if spec.dropout else None
-    (loss, metrics), grads = loss_and_grads(spec, mesh, trainable, frozen, batch, key)
+    (loss, metrics), grads = loss_and_grads(spec, mesh, trainable, frozen, batch, key, hidden)
     updates, opt_state = optimizer.update(grads, state["opt_state"], trainable)
     new_trainable = optax.apply_updates(trainable, updates)
     # A non-finite loss, gradient, update or new param (an overflowing learning rate) skips
@@ -230,9 +241,10 @@ def make_train_step(spec: StepSpec, mesh: Mesh, shardings: State):
     """`step(state, batch) -> (state, metrics)`, jitted with explicit shardings; the state's
     buffers are donated (updated in place)."""
     replicated = NamedSharding(mesh, PartitionSpec())
+    hidden = (sharding.batch_sharding(mesh),) if spec.trunk else ()
     return jax.jit(
         functools.partial(train_step, spec, mesh),
-        in_shardings=(shardings, batch_shardings(mesh)),
+        in_shardings=(shardings, batch_shardings(mesh), *hidden),
         out_shardings=(shardings, replicated),
         donate_argnums=(0,),
     )
@@ -251,6 +263,7 @@ def spec_for(cfg: TrainConfig, model: ModelConfig, pooling: str, task: str) -> S
         cast_params=cfg.cast_params,
         remat=cfg.remat,
         compiler_options=tuple(sorted(cfg.xla_options.items())),
+        trunk=trunk.depth(model, cfg.optim),
     )
 
 
@@ -268,29 +281,51 @@ class TrainSetup:
     state: State
     shardings: State
     compiled: dict[tuple, Any] = dataclasses.field(default_factory=dict)
+    trunk_cache: trunk.Cache = dataclasses.field(default_factory=lambda: trunk.Cache(2**31))
+    locked: trunk.Trunk | None = None  # built from the state's frozen params at first use
 
-    def compile(self, spec: StepSpec, batch: TrainBatch) -> Any:
+    def trunk_states(self, spec: StepSpec, host: TrainBatch) -> dict[str, jax.Array]:
+        """The locked trunk's states of each tower of the global batch `host` (host arrays,
+        which every process holds whole), as global arrays laid out like the batch."""
+        if self.locked is None:
+            frozen = trunk.host_params(optim.split_trainable(spec.optim, self.state["params"])[1])
+            self.locked = trunk.Trunk(spec.model, spec.trunk, frozen, self.trunk_cache)
+        towers = {n: (ids, seg) for n, (ids, seg, _) in _towers(host).items()}
+        hidden = self.locked.states(jax.tree.map(np.asarray, towers))
+        rows = sharding.batch_sharding(self.mesh)
+        return {name: place(value, rows) for name, value in hidden.items()}
+
+    def compile(self, spec: StepSpec, batch: TrainBatch, hidden=None) -> Any:
         """The compiled step of `spec` for `batch`'s shapes (arrays or ShapeDtypeStructs).
 
         Across processes every process compiles before any steps: one still compiling would
         leave the others waiting in their first collective past the CPU collectives' (gloo)
         connection timeout."""
-        key = (spec, _shapes(batch))
+        key = (spec, _shapes(batch), _shapes(hidden))
         if key not in self.compiled:
             step = make_train_step(spec, self.mesh, self.shardings)
-            lowered = step.lower(self.state, batch)
+            lowered = step.lower(self.state, batch, *([hidden] if spec.trunk else []))
             self.compiled[key] = lowered.compile(dict(spec.compiler_options) or None)
             if jax.process_count() > 1:
                 multihost_utils.sync_global_devices("compass_jax: train step compiled")
         return self.compiled[key]
 
-    def run(self, spec: StepSpec, batch: TrainBatch) -> dict[str, jax.Array]:
-        """One step of `spec` (the state's buffers are donated and replaced); its metrics."""
-        self.state, metrics = self.compile(spec, batch)(self.state, batch)
-        return metrics
+    def run(self, spec: StepSpec, batch: TrainBatch, host=None) -> dict[str, jax.Array]:
+        """One step of `spec` (the state's buffers are donated and replaced); its metrics.
 
-    def step(self, task: str, batch: TrainBatch) -> dict[str, jax.Array]:
-        return self.run(self.specs[task], batch)
+        A locked trunk's states come from the batch's host arrays `host` (every process holds
+        the whole global batch; default: fetched from `batch`)."""
+        if not spec.trunk:
+            self.state, metrics = self.compile(spec, batch)(self.state, batch)
+            return metrics
+        hidden = self.trunk_states(spec, jax.device_get(batch) if host is None else host)
+        self.state, metrics = self.compile(spec, batch, hidden)(self.state, batch, hidden)
+        cache = self.trunk_cache
+        return {**metrics, "trunk_layers": spec.trunk, "trunk_cache_hits": cache.hits,
+                "trunk_cache_misses": cache.misses}  # fmt: skip
+
+    def step(self, task: str, batch: TrainBatch, host=None) -> dict[str, jax.Array]:
+        return self.run(self.specs[task], batch, host)
 
     def row_multiple(self, task: str) -> int:
         """What a packed tower's row count of `task` is rounded up to (`gradcache.row_unit`)."""
@@ -313,4 +348,5 @@ def setup(
     state, shardings = init_state(
         params, specs[tasks[0]], mesh, seed=cfg.seed, min_elements=cfg.mesh.min_sharded_elements
     )
-    return TrainSetup(mesh, specs, state, shardings)
+    cache = trunk.shared_cache(cfg.trunk_cache_mb * 2**20)
+    return TrainSetup(mesh, specs, state, shardings, trunk_cache=cache)

@@ -107,6 +107,7 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
             batch_size=cfg.batch_size,
             seed=cfg.data.seed,
             task_weights=cfg.data.task_weights,
+            class_density=cfg.data.class_density,
             process_index=index,
             process_count=processes,
         )
@@ -121,6 +122,8 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
             training.state, data_state = ckpt.restore(start, abstract)
             reader.restore(data_state)
             log.info("resumed %s at step %d", workdir, start)
+        if depth := training.specs[reader.tasks[0]].trunk:
+            log.info("locked trunk: embeddings and layers 0..%d, run once per text", depth - 1)
         if index == 0:
             model = training.specs[reader.tasks[0]].model
             checkpoint.write_run_info(workdir, to_json(cfg), str(model_dir), model)
@@ -143,7 +146,7 @@ def run(cfg: TrainConfig, workdir: str, *, progress: bool = True) -> list[dict[s
                 pack=cfg.pack,
                 row_multiple=training.row_multiple(task),
             )
-            metrics = training.step(task, _global_batch(host, training.mesh))
+            metrics = training.step(task, _global_batch(host, training.mesh), host)
             skipped = skipped + metrics["skipped"]  # on device: no sync per step
             examples += cfg.batch_size
             done = step + 1

@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import average_precision_score, f1_score, v_measure_score
 
 from compass_jax import jsonio
-from compass_jax.eval import evaluate, items, metrics
+from compass_jax.eval import compare, evaluate, items, metrics
 from compass_jax.eval.bootstrap import (
     compare_models,
     contrast,
@@ -318,6 +318,41 @@ def test_seed_spread_reports_each_arm_and_reduces_to_the_item_bootstrap_for_one_
     assert one == compare_models(a[0], b[0])
     # a model with one run (an untrained base) enters every pair
     assert compare_models(a, b[0]).estimate == pytest.approx(np.mean(means_a) - means_b[0])
+
+
+def test_a_seed_spread_that_item_noise_explains_adds_nothing_to_the_interval():
+    # Two runs whose item noise cancels in their average: the between-run spread (+-0.001) is
+    # far below what item noise alone would give, so the seed part is 0 and the interval is
+    # the items' alone (here a point: the averaged contrast is 0 on every item).
+    rng = np.random.default_rng(7)
+    v, e = rng.random(100), rng.normal(0, 0.1, 100)
+    e += 0.001 - e.mean()
+    c = compare_models([_one(v + e), _one(v - e)], [_one(v), _one(v)])
+    assert c.estimate == pytest.approx(0.0, abs=1e-12) and c.runs == 2
+    assert c.low == pytest.approx(0.0, abs=1e-12) and c.high == pytest.approx(0.0, abs=1e-12)
+
+
+def test_run_mean_tables_are_the_means_of_the_runs_tables():
+    rng = np.random.default_rng(8)
+    runs = []
+    for _ in range(3):
+        r = _results({
+            "search-en": ("retrieval", "en", 1.0, {"ndcg@10": rng.random(30)}),
+            "search-id": ("retrieval", "id", 1.0, {"ndcg@10": rng.random(30)}),
+            "xling-id": ("bitext", "id", 2.0, {"accuracy": (rng.random(30) > 0.5) * 1.0}),
+        })  # fmt: skip
+        weights = [t["weight"] for t in r["tasks"].values()]
+        r["average"] = float(np.average([t["main"] for t in r["tasks"].values()], weights=weights))
+        runs.append(r)
+    mean = compare.run_mean(runs)
+    assert mean["average"] == pytest.approx(np.mean([r["average"] for r in runs]))
+    per_run = [compare.family_scores(r) for r in runs]
+    for fam, langs in compare.family_scores(mean).items():
+        for lang, value in langs.items():
+            assert value == pytest.approx(np.mean([s[fam][lang] for s in per_run]))
+    del runs[1]["tasks"]["xling-id"]
+    with pytest.raises(ValueError, match="evaluated on different tasks"):
+        compare.run_mean(runs)
 
 
 # --- errors ---------------------------------------------------------------------------------

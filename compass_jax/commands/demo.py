@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from compass_jax.commands import flags
-from compass_jax.workflows.demo import SIZES, run_demo
+from compass_jax.workflows.demo import EXPERIMENTS, SIZES, run_demo
 
 HELP = "run the whole system end to end on the bundled data and the default model (offline)"
 
@@ -35,7 +35,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--seed",
         type=flags.natural,
         default=0,
-        help="catalog, split and training seed",
+        help="catalog and split seed (the test items), and the first training seed",
+    )
+    p.add_argument(
+        "--seeds",
+        type=flags.count,
+        default=None,
+        help="training runs per arm, run s with seed --seed + s (default: the size's)",
+    )
+    p.add_argument(
+        "--experiment",
+        action="append",
+        choices=EXPERIMENTS,
+        default=[],
+        help="also run an experiment: cam-density (CAM minus no-CAM by the batches' "
+        "same-class share)",
+    )
+    p.add_argument(
+        "--readme",
+        metavar="README.md",
+        help="rewrite this README's demo block (and docs/demo figures) from the run",
     )
     flags.add_quiet(p)
 
@@ -48,5 +67,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         devices=args.devices,
         fresh=args.fresh,
         seed=args.seed,
+        seeds=args.seeds,
+        experiments=args.experiment,
+        readme=args.readme,
         progress=not args.quiet,
     )

@@ -7,6 +7,11 @@ identical batches, so switching the trainer from JSONL to TFDS changes no result
 are read by random access (ArrayRecord), one batch at a time, so datasets need not fit in
 memory.
 Its position is a small JSON dict (`state()` / `restore()`), saved with every checkpoint.
+
+`class_density={task: share}` draws that task's batches as same-class groups whose mean
+same-class share is `share` (`compass_jax.data.class_density`): the controlled variable of the
+CAM experiment. Such a batch depends on (seed, task, batch index) alone, so it resumes exactly
+from the same state.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from compass_jax.data.class_density import DensityBatches, labels_of
 from compass_jax.data.pairs import PairRecord, read_records
 
 
@@ -29,6 +35,7 @@ class MixtureReader:
         task_weights: Mapping[str, float] | None = None,
         process_index: int = 0,
         process_count: int = 1,
+        class_density: Mapping[str, float] | None = None,
     ):
         if batch_size % process_count:
             raise ValueError(f"batch_size {batch_size} not divisible by {process_count} processes")
@@ -50,13 +57,23 @@ class MixtureReader:
         self.cursors = {t: 0 for t in self.tasks}
         self._orders: dict[tuple[str, int], np.ndarray] = {}
         self.last_global_rows: list[PairRecord] = []
+        self.class_density = dict(class_density or {})
+        unknown = sorted(set(self.class_density) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"class_density names tasks absent from the data: {unknown}")
+        self._dense = {
+            task: DensityBatches(task, labels_of(self.sources[task]), batch_size=batch_size,
+                                 share=share, seed=(seed, self.tasks.index(task)))
+            for task, share in sorted(self.class_density.items())
+        }  # fmt: skip
 
     @property
     def fingerprint(self) -> dict[str, int]:
         return {t: len(self.sources[t]) for t in self.tasks}
 
     def state(self) -> dict:
-        return {"step": self.step, "cursors": dict(self.cursors), "sizes": self.fingerprint}
+        state = {"step": self.step, "cursors": dict(self.cursors), "sizes": self.fingerprint}
+        return state | ({"class_density": self.class_density} if self.class_density else {})
 
     def restore(self, state: Mapping) -> None:
         sizes = state.get("sizes")
@@ -64,6 +81,12 @@ class MixtureReader:
             raise ValueError(
                 f"reader state was saved over other data (task sizes {dict(sizes)}, now "
                 f"{self.fingerprint}): the batches after a restore would differ"
+            )
+        density = dict(state.get("class_density", {}))
+        if density != self.class_density:
+            raise ValueError(
+                f"reader state was saved with class_density {density}, now "
+                f"{self.class_density}: the batches after a restore would differ"
             )
         self.step = int(state["step"])
         self.cursors = {t: int(state["cursors"].get(t, 0)) for t in self.tasks}
@@ -77,12 +100,20 @@ class MixtureReader:
             self._orders[task, epoch] = rng.permutation(len(self.sources[task]))
         return self._orders[task, epoch]
 
-    def _rows(self, task: str, first: int, count: int) -> list[PairRecord]:
-        pool = self.sources[task]
+    def _indices(self, task: str, first: int, count: int) -> list[int]:
+        """Record indices of rows `first .. first + count` of the task's stream."""
+        if task in self._dense:
+            batch, offset = divmod(first, self.batch_size)
+            return self._dense[task].indices(batch)[offset : offset + count].tolist()
         indices = []
         for i in range(first, first + count):
-            epoch, pos = divmod(i, len(pool))
+            epoch, pos = divmod(i, len(self.sources[task]))
             indices.append(int(self._order(task, epoch)[pos]))
+        return indices
+
+    def _rows(self, task: str, first: int, count: int) -> list[PairRecord]:
+        pool = self.sources[task]
+        indices = self._indices(task, first, count)
         if hasattr(pool, "get_many"):  # a TFDS source reads a batch in one call
             return pool.get_many(indices)
         return [pool[i] for i in indices]
@@ -127,7 +158,7 @@ def open_reader(path: str | os.PathLike, *, split: str = "train", tasks=None, **
     """A reader for a JSONL file (PairReader) or a pipelines build directory (MixtureReader).
 
     kwargs are the readers' common arguments: batch_size, seed, task_weights,
-    process_index, process_count.
+    process_index, process_count, class_density.
     """
     path = os.fspath(path)
     if os.path.isdir(path):

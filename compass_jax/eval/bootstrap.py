@@ -192,8 +192,14 @@ def _interval(
         items_var = per_draw.mean(1).var(ddof=1)
         item_noise = (per_draw.var(0, ddof=1).mean() - items_var) / (n_runs - 1)
         between = per_run.var(ddof=1) / n_runs
-        variance = items_var + max(between - item_noise, 0.0)
-        dof = np.inf if between == 0 else variance**2 * (n_runs - 1) / between**2
+        seed_part = max(between - item_noise, 0.0)
+        variance = items_var + seed_part
+        # Satterthwaite: the between-run estimate carries N - 1 degrees of freedom, the item
+        # bootstrap infinitely many. A seed part that item noise explains (clamped to 0) adds
+        # nothing to the variance, so it must not shrink the degrees of freedom either: with
+        # identical per-item contrasts (two arms trained alike) they would reach 0, the t
+        # quantile infinity and the interval nonsense.
+        dof = np.inf if seed_part == 0 else variance**2 * (n_runs - 1) / between**2
         half = float(student_t.ppf((1 + level) / 2, dof) * np.sqrt(variance))
         low, high = estimate - half, estimate + half
         method = (

@@ -6,11 +6,27 @@ weighted average). Families are task names without their language: `search-id` -
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 Results = Mapping[str, dict]  # model label -> `evaluate(...)` results on the same suite
+
+
+def run_mean(runs: Sequence[dict]) -> dict:
+    """Results of several training runs on one suite (the same tasks) as one result whose main
+    scores and average are the means over the runs: what the tables show of a repeated model."""
+    first = runs[0]
+    if any(set(r["tasks"]) != set(first["tasks"]) for r in runs):
+        raise ValueError(f"suite {first['suite']!r}: the runs were evaluated on different tasks")
+    mean = lambda values: float(np.mean(values))
+    tasks = {
+        name: {**{k: t[k] for k in ("type", "lang", "weight")},
+               "main": mean([r["tasks"][name]["main"] for r in runs])}
+        for name, t in first["tasks"].items()
+    }  # fmt: skip
+    return {"suite": first["suite"], "model": f"mean of {len(runs)} runs", "tasks": tasks,
+            "average": mean([r["average"] for r in runs])}  # fmt: skip
 
 
 def family(name: str, lang: str) -> str:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
+from compass_jax import tree
 from compass_jax.config import ModelConfig
 from compass_jax.models.bert import Bert
 from compass_jax.models.qwen3 import Qwen3
@@ -69,6 +70,11 @@ def abstract_params(cfg: ModelConfig) -> Params:
     return _string_keys(_graph(cfg)[1])
 
 
+def _model(cfg: ModelConfig, params: Params) -> nnx.Module:
+    graphdef, template = _graph(cfg)
+    return nnx.merge(graphdef, nnx.State(_nnx_keys(params, template)))
+
+
 def apply(
     cfg: ModelConfig,
     params: Params,
@@ -84,7 +90,40 @@ def apply(
     row come out exactly as they would alone. An attention mask (0/1 or bool) is the case of one
     text per row, padded on either side.
     """
-    graphdef, template = _graph(cfg)
-    state = nnx.State(_nnx_keys(params, template))
-    model = nnx.merge(graphdef, state)
-    return model(input_ids, segment_ids.astype(jnp.int32), dropout_key)
+    return _model(cfg, params)(input_ids, segment_ids.astype(jnp.int32), dropout_key)
+
+
+def apply_trunk(
+    cfg: ModelConfig,
+    params: Params,
+    input_ids: Int[Array, "b l"],
+    segment_ids: Int[Array, "b l"] | Bool[Array, "b l"],
+    depth: int,
+) -> Float[Array, "b l d"]:
+    """The states after the embeddings and layers `0..depth-1` (the trunk), in `cfg.dtype`,
+    without dropout: `apply_top(cfg, params, apply_trunk(...), segment_ids, depth)` is `apply`.
+    A text's trunk states, like its final ones, do not depend on its row neighbours."""
+    segment_ids = segment_ids.astype(jnp.int32)
+    return _model(cfg, params).trunk(input_ids, segment_ids, depth)
+
+
+def apply_top(
+    cfg: ModelConfig,
+    params: Params,
+    hidden: Float[Array, "b l d"],
+    segment_ids: Int[Array, "b l"] | Bool[Array, "b l"],
+    depth: int,
+    *,
+    dropout_key: jax.Array | None = None,
+) -> Float[Array, "b l d"]:
+    """Final hidden states from the trunk's (`apply_trunk`): layers `depth..` and the final
+    norm. Dropout keys are those the same layers get in `apply`."""
+    segment_ids = segment_ids.astype(jnp.int32)
+    return _model(cfg, params).top(hidden, segment_ids, depth, dropout_key)
+
+
+def trunk_paths(cfg: ModelConfig, depth: int) -> set[str]:
+    """The dotted param paths of the trunk of `depth` layers (embeddings and layers
+    `0..depth-1`)."""
+    prefixes = ("embeddings.", *(f"layers.{i}." for i in range(depth)))
+    return {p for p in tree.flatten(abstract_params(cfg)) if p.startswith(prefixes)}

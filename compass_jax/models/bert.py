@@ -18,6 +18,7 @@ from compass_jax.models.layers import (
     Dense,
     Embed,
     LayerNorm,
+    Stack,
     activation,
     dropout,
     segment_positions,
@@ -57,28 +58,24 @@ class Layer(nnx.Module):
         return self.mlp_norm(x + dropout(self.mlp(x), self.rate, k2))
 
 
-class Bert(nnx.Module):
+class Bert(Stack):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.embeddings = Embeddings(cfg, rngs=rngs)
         self.layers = nnx.List([Layer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         self.cfg = cfg
 
-    def __call__(
-        self,
-        input_ids: Int[Array, "b l"],
-        segment_ids: Int[Array, "b l"],
-        dropout_key: jax.Array | None = None,
-    ) -> Float[Array, "b l d"]:
-        cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
-        emb = self.embeddings
+    EMBEDDING_DROPOUT = True
+
+    def embed(self, input_ids, segment_ids, key) -> Float[Array, "b l d"]:
+        emb, dtype = self.embeddings, jnp.dtype(self.cfg.dtype)
         x = emb.token(input_ids, dtype) + emb.position(self.position_ids(segment_ids), dtype)
         x = emb.norm(x + emb.token_type(jnp.zeros_like(input_ids), dtype))
-        keys = [None] * (cfg.num_layers + 1)
-        if dropout_key is not None:
-            keys = list(jax.random.split(dropout_key, cfg.num_layers + 1))
-        x = dropout(x, cfg.hidden_dropout, keys[0])
-        for layer, key in zip(self.layers, keys[1:], strict=True):
-            x = layer(x, segment_ids, key)
+        return dropout(x, self.cfg.hidden_dropout, key)
+
+    def layer_context(self, segment_ids) -> tuple:
+        return ()
+
+    def finish(self, x):
         return x
 
     def position_ids(self, segment_ids: Int[Array, "b l"]) -> Int[Array, "b l"]:

@@ -67,6 +67,65 @@ class RMSNorm(nnx.Module):
         return self.scale[...].astype(x.dtype) * y.astype(x.dtype)
 
 
+class Stack(nnx.Module):
+    """An encoder as embeddings, `self.layers` and a final step, split in two at any depth k:
+    `trunk` (embeddings, layers `0..k-1`) and `top` (layers `k..`, the final step). Dropout keys
+    are those the layers get in the whole stack, which is `top(trunk(ids, 0), 0)`.
+
+    Subclasses give `embed(ids, segment_ids, key)`, `layer_context(segment_ids)` (extra layer
+    inputs, e.g. RoPE tables), `finish(x)`, and `EMBEDDING_DROPOUT` (whether `embed` takes a key).
+    """
+
+    EMBEDDING_DROPOUT = False
+
+    def __call__(
+        self,
+        input_ids: Int[Array, "b l"],
+        segment_ids: Int[Array, "b l"],
+        dropout_key: jax.Array | None = None,
+    ) -> Float[Array, "b l d"]:
+        hidden = self.trunk(input_ids, segment_ids, 0, dropout_key)
+        return self.top(hidden, segment_ids, 0, dropout_key)
+
+    def _keys(self, dropout_key: jax.Array | None) -> list:
+        """Key 0 for the embeddings, key i + 1 for layer i, whichever half runs them."""
+        n = len(self.layers)
+        if dropout_key is None:
+            return [None] * (n + 1)
+        if self.EMBEDDING_DROPOUT:
+            return list(jax.random.split(dropout_key, n + 1))
+        return [None, *jax.random.split(dropout_key, n)]
+
+    def _layers(self, x, segment_ids, layers: range, keys: list):
+        context = self.layer_context(segment_ids)
+        for i in layers:
+            x = self.layers[i](x, segment_ids, *context, keys[i + 1])
+        return x
+
+    def trunk(
+        self,
+        input_ids: Int[Array, "b l"],
+        segment_ids: Int[Array, "b l"],
+        depth: int,
+        dropout_key: jax.Array | None = None,
+    ) -> Float[Array, "b l d"]:
+        """The embeddings and layers `0..depth-1`."""
+        keys = self._keys(dropout_key)
+        x = self.embed(input_ids, segment_ids, keys[0])
+        return self._layers(x, segment_ids, range(depth), keys)
+
+    def top(
+        self,
+        hidden: Float[Array, "b l d"],
+        segment_ids: Int[Array, "b l"],
+        depth: int,
+        dropout_key: jax.Array | None = None,
+    ) -> Float[Array, "b l d"]:
+        """Layers `depth..` and the final step, from the trunk's states."""
+        keys = self._keys(dropout_key)
+        return self.finish(self._layers(hidden, segment_ids, range(depth, len(self.layers)), keys))
+
+
 def activation(name: str, x: jax.Array) -> jax.Array:
     if name == "gelu":
         return jax.nn.gelu(x, approximate=False)

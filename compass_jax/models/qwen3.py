@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
 from compass_jax.config import ModelConfig
 from compass_jax.models.attention import SelfAttention
@@ -13,6 +13,7 @@ from compass_jax.models.layers import (
     Dense,
     Embed,
     RMSNorm,
+    Stack,
     dropout,
     rope_tables,
     segment_positions,
@@ -49,27 +50,21 @@ class Layer(nnx.Module):
         return x + dropout(self.mlp(self.mlp_norm(x)), self.rate, k2)
 
 
-class Qwen3(nnx.Module):
+class Qwen3(Stack):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.embeddings = Embeddings(cfg, rngs=rngs)
         self.layers = nnx.List([Layer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         self.final_norm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
         self.cfg = cfg
 
-    def __call__(
-        self,
-        input_ids: Int[Array, "b l"],
-        segment_ids: Int[Array, "b l"],
-        dropout_key: jax.Array | None = None,
-    ) -> Float[Array, "b l d"]:
-        cfg = self.cfg
-        x = self.embeddings.token(input_ids, jnp.dtype(cfg.dtype))
+    def embed(self, input_ids, segment_ids, key) -> Float[Array, "b l d"]:
+        return self.embeddings.token(input_ids, jnp.dtype(self.cfg.dtype))
+
+    def layer_context(self, segment_ids) -> tuple:
         # Positions restart at each text. HF counts from the row's first token even under left
         # padding; RoPE scores depend only on offsets, so real tokens see the same scores.
-        rope = rope_tables(segment_positions(segment_ids), cfg.head_dim, cfg.rope_theta)
-        keys = [None] * cfg.num_layers
-        if dropout_key is not None:
-            keys = list(jax.random.split(dropout_key, cfg.num_layers))
-        for layer, key in zip(self.layers, keys, strict=True):
-            x = layer(x, segment_ids, rope, key)
+        positions = segment_positions(segment_ids)
+        return (rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta),)
+
+    def finish(self, x):
         return self.final_norm(x)

@@ -1,98 +1,54 @@
-"""The demo's report: the checks the run is judged by, the training curves and `report.md` /
-`report.json` (every figure computed by the run)."""
+"""The demo's report: `report.md` / `report.json` (every figure computed by the run) and the
+training curves. The claims and their intervals are computed in `claims.py`."""
 
 from __future__ import annotations
 
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from compass_jax import jsonio
 from compass_jax.atomic import atomic_path
-from compass_jax.eval.claims import (
-    Claim,
-    Scores,
-    beats,
-    difference_tables,
-    differences,
-    judge,
-    score,
-)
+from compass_jax.eval.claims import difference_tables
+from compass_jax.eval.compare import family_tables, run_mean, summary_table
+from compass_jax.workflows.demo.claims import CHECK_RESAMPLES
+from compass_jax.workflows.demo.density import density_markdown
 
-CHECK_RESAMPLES = 1000  # bootstrap resamples behind every interval of the report
-
-
-def demo_claims(scores: Scores, sweep: dict) -> list[Claim]:
-    """The claims the run is judged by: training helps, CAM helps, the merge keeps the base's
-    general skills and most of the domain gain. A later experiment adds its claims to these
-    (`checks(claims=...)`); models may carry one result per seed (`claims.Scores`)."""
-    mean = lambda label, suite: score(scores, label, suite)
-    gain = mean("CAM", "domain") - mean("base", "domain")
-    kept = (mean("merged", "domain") - mean("base", "domain")) / gain if gain > 0 else None
-    ratio = mean("merged", "general") / mean("base", "general")
-    return [
-        beats("trained (CAM) beats the base on the e-commerce test split", "CAM", "base",
-              "domain"),
-        beats("CAM beats no-CAM on classification", "CAM", "no-CAM", "domain", family="category"),
-        beats("CAM beats no-CAM on kNN classification", "CAM", "no-CAM", "domain",
-              family="category", metric="knn_accuracy"),
-        beats("CAM beats no-CAM on clustering", "CAM", "no-CAM", "domain", family="clustering"),
-        Claim("merged keeps >= 98% of the base's general score", {"merged": 1.0, "base": -0.98},
-              "general", note=f"{ratio:.1%} of the base (t = {sweep['best_t']})"),
-        Claim("merged keeps most (> 50%) of the domain gain",
-              {"merged": 1.0, "CAM": -0.5, "base": -0.5}, "domain",
-              note="no gain to keep" if kept is None else f"{kept:.0%} of the gain kept"),
-    ]  # fmt: skip
+FIGURES = {  # report figure -> its file under the demo's output directory
+    "training curves": "training.png",
+    "merge sweep": "sweep/sweep.png",
+    "CAM minus no-CAM by same-class share": "cam-density/density.png",
+}
 
 
-def checks(
-    scores: Scores,
-    fp8: dict,
-    sweep: dict,
-    claims: Sequence[Claim] | None = None,
-    *,
-    resamples: int = CHECK_RESAMPLES,
-    seed: int = 0,
-) -> list[dict]:
-    """Each claim (`demo_claims` by default) judged by a paired bootstrap over the suite's
-    items (`claims.judge`), and the FP8 export's embedding agreement, measured on every text
-    of the suite (no sample to draw an interval from)."""
-    rows = judge(claims or demo_claims(scores, sweep), scores, resamples=resamples, seed=seed)
-    cosine = fp8["all"]
-    rows.append({
-        "claim": "FP8 export embeddings: mean cosine >= 0.99 to bf16",
-        "verdict": "yes" if cosine["mean"] >= 0.99 else "no",
-        "estimate": cosine["mean"],
-        "numbers": f"mean {cosine['mean']:.5f}, min {cosine['min']:.5f} over {cosine['n']} "
-                   "texts (every text of the suite, no sampling)",
-    })  # fmt: skip
-    return rows
-
-
-def fp8_differences(scores: Scores, **options) -> dict[str, dict]:
-    """FP8 export minus bf16 export on every suite, task family and language, with intervals
-    (`claims.differences`)."""
-    fp8, bf16 = scores["FP8 export"], scores["bf16 export"]
-    return {suite: differences(fp8[suite], bf16[suite], **options) for suite in fp8}
+def figures(out: str, *, density: bool) -> list[str]:
+    """The report's figures written under `out` (the density plot only with its experiment)."""
+    names = [n for n in FIGURES if density or not n.startswith("CAM minus")]
+    return [FIGURES[n] for n in names if os.path.isfile(os.path.join(out, FIGURES[n]))]
 
 
 def plot_training(histories: dict[str, list[dict]], path: str) -> None:
+    """Loss and in-batch top-1 against the step, one line per run (colour: arm, style: seed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [("loss", "CAM-InfoNCE loss (as trained)"), ("top1", "in-batch top-1")]
+    colours, styles = {}, ("-", "--", ":", "-.")
     fig, axes = plt.subplots(1, len(panels), figsize=(10, 3.4))
     for ax, (key, title) in zip(axes, panels, strict=True):
-        for name, history in histories.items():
+        for i, (name, history) in enumerate(histories.items()):
+            arm = name.split(" seed ")[0]
+            colour = colours.setdefault(arm, f"C{len(colours)}")
             rows = [r for r in history if key in r]
-            ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker=".", label=name)
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], color=colour,
+                    ls=styles[i // 2 % len(styles)], lw=1.2, label=name)  # fmt: skip
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -125,68 +81,118 @@ def masked_shares(histories: dict[str, list[dict]]) -> list[str]:
             "|---|---|---|---|---|---|---|", *rows, ""]  # fmt: skip
 
 
-def _fp8_sections(report: dict[str, Any]) -> list[str]:
+def _table_models(report: Mapping[str, Any], suite: str) -> dict[str, dict]:
+    """Every model scored on `suite`, a repeated one as its mean over runs (labelled so)."""
+    out = {}
+    for label, value in report["scores"].items():
+        runs = [value] if isinstance(value, Mapping) else value
+        runs = [run[suite] for run in runs if suite in run]
+        if len(runs) == 1 and not isinstance(value, Mapping):
+            label = f"{label} (seed 0)"
+        elif len(runs) > 1:
+            label = f"{label} (mean of {len(runs)} seeds)"
+        if runs:
+            out[label] = run_mean(runs) if len(runs) > 1 else runs[0]
+    return out
+
+
+def _seed_section(report: Mapping[str, Any]) -> list[str]:
+    rows = report["seed_table"]
+    runs = len(rows[0]["CAM"]["runs"])
+    out = ["## CAM vs no-CAM over training seeds", "",
+           f"Each arm trained {runs} times (seeds {report['seeds']['training']}: batch order and "
+           "dropout; the catalog, split and test items fixed); the interval combines the spread "
+           "over seeds with the item bootstrap.", "",
+           "| metric | " + " | ".join(f"seed {i}: CAM / no-CAM" for i in range(runs))
+           + " | mean difference (std over seeds) | 95% CI | shown |",
+           "|---" * (runs + 4) + "|"]  # fmt: skip
+    for row in rows:
+        cells = " | ".join(
+            f"{a:.4f} / {b:.4f}"
+            for a, b in zip(row["CAM"]["runs"], row["no-CAM"]["runs"], strict=True)
+        )
+        c, d = row["comparison"], row["difference"]
+        out.append(
+            f"| {row['metric']} | {cells} | {d['mean']:+.4f} ({d['std']:.4f}) | "
+            f"[{c['low']:+.4f}, {c['high']:+.4f}] | {_VERDICT[c['verdict']]} |"
+        )
+    return [*out, ""]
+
+
+def _general_section(report: Mapping[str, Any]) -> list[str]:
+    info = report["general_suite"]
+    sources = ", ".join(f"{s['package']} {s['version']} ({s['licence']})" for s in info["sources"])
+    pairs = ", ".join(f"{lang} {n:,}" for lang, n in info["pairs"].items())
+    models = _table_models(report, "general")
+    return ["## General suite (forgetting check)", "",
+            f"`{info['name']}`: human translations shipped in installed packages ({sources}); "
+            f"per language, bitext mining and en retrieval over sampled pairs ({pairs}) with "
+            f"{info['distractors']:,} distractors. STS: {info['sts']}.", "",
+            summary_table(models), family_tables(models)]  # fmt: skip
+
+
+def _sweep_section(report: Mapping[str, Any]) -> list[str]:
+    sweep = report["sweep"]
+    out = ["## Merge sweep (SLERP of the base and CAM seed 0)", "", sweep["objective"], "",
+           "| t | domain | general | keeps the general threshold |",
+           "|---|---|---|---|"]  # fmt: skip
+    for row in sweep["rows"]:
+        best = " **chosen**" if row["t"] == sweep["best_t"] else ""
+        feasible = "yes" if row["feasible"] else "no"
+        out.append(f"| {row['t']:g}{best} | {row['domain']:.4f} | {row['general']:.4f} | "
+                   f"{feasible} |")  # fmt: skip
+    return [*out, ""]
+
+
+def _fp8_sections(report: Mapping[str, Any]) -> list[str]:
     """FP8 export minus bf16 export, per suite, family and language, with intervals."""
-    if "fp8_vs_bf16" not in report:
-        return []
     out = ["## FP8 export vs bf16 export: score differences with 95% intervals", "",
            "Paired bootstrap over each task's items; one interval per row, not adjusted for the "
            "number of rows (about 1 in 20 rows may show a difference by chance).", ""]  # fmt: skip
     labels = ("FP8 export", "bf16 export")
     for suite, diffs in report["fp8_vs_bf16"].items():
         out += [f"### {suite}", "", difference_tables(diffs, labels, heading="####")]
-    return out
+    return [*out, "## FP8 export vs bf16 export (embedding cosine)", "",
+            "| lang | texts | mean | min |", "|---|---|---|---|",
+            *[f"| {lang} | {s['n']} | {s['mean']:.5f} | {s['min']:.5f} |"
+              for lang, s in report["fp8_cosine"]["per_language"].items()], ""]  # fmt: skip
 
 
-def write_report(out: str, report: dict[str, Any]) -> str:
-    from compass_jax.eval.compare import family_tables, summary_table
-
-    by_suite = lambda suite: {m: s[suite] for m, s in report["scores"].items()}
+def markdown(report: Mapping[str, Any], density: Mapping[str, Any] | None = None) -> str:
+    """The report as Markdown; `density` (the CAM-density experiment's result) adds its table."""
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in report["stage_seconds"].items())
+    models = _table_models(report, "domain")
+    figures = [name for name, path in FIGURES.items() if path in report["figures"]]
     lines = [
-        f"# compass-jax demo ({report['size']})",
-        "",
+        f"# compass-jax demo ({report['size']})", "",
         f"{report['date']}; {report['machine_line']}; {report['seconds_total']:.0f} s in all "
-        f"({', '.join(f'{k} {v:.0f} s' for k, v in report['stage_seconds'].items())}).",
-        "",
+        f"({stages}).", "",
         f"Base model `{report['model']}`; training: {report['training']}; merge: SLERP t = "
-        f"{report['sweep']['best_t']} of {report['sweep']['ts']}.",
-        "",
-        "## Checks",
-        "",
+        f"{report['sweep']['best_t']} of {report['sweep']['ts']}.", "",
+        "## Checks", "",
         "Each claim with a 95% interval from a paired bootstrap over the evaluation items "
-        f'({CHECK_RESAMPLES} resamples, stratified by task); "yes" only when the interval '
-        'excludes 0 on the claimed side, "no" when it excludes 0 on the other.',
-        "",
-        "| claim | shown | numbers |",
-        "|---|---|---|",
-        *[
-            f"| {c['claim']} | {_VERDICT[c['verdict']]} | {c['numbers']} |"
-            for c in report["checks"]
-        ],
-        "",
-        "## E-commerce test split (main scores)",
-        "",
-        summary_table(by_suite("domain")),
-        family_tables(by_suite("domain")),
-        "## General suite (forgetting check)",
-        "",
-        summary_table(by_suite("general")),
-        family_tables(by_suite("general")),
+        f"({CHECK_RESAMPLES} resamples, stratified by task), over items and training seeds where "
+        'a model was trained several times; "yes" only when the interval excludes 0 on the '
+        'claimed side, "no" when it excludes 0 on the other.', "",
+        "| claim | shown | numbers |", "|---|---|---|",
+        *[f"| {c['claim']} | {_VERDICT[c['verdict']]} | {c['numbers']} |"
+          for c in report["checks"]], "",
+        *(_seed_section(report) if report["seed_table"] else []),
+        "## E-commerce test split (main scores)", "",
+        "CAM and no-CAM: means over their training seeds.", "",
+        summary_table(models), family_tables(models),
+        *_general_section(report),
+        *_sweep_section(report),
+        *(density_markdown(density, heading="##") if density else []),
         *_fp8_sections(report),
         *masked_shares(report.get("histories", {})),
-        "## FP8 export vs bf16 export (embedding cosine)",
-        "",
-        "| lang | texts | mean | min |",
-        "|---|---|---|---|",
-        *[
-            f"| {lang} | {s['n']} | {s['mean']:.5f} | {s['min']:.5f} |"
-            for lang, s in report["fp8_cosine"]["per_language"].items()
-        ],
-        "",
-        "Plots: `training.png` (training curves), `sweep/sweep.png` (merge sweep).",
-        "",
-    ]
-    text = "\n".join(lines)
+        "Figures: " + ", ".join(f"`{FIGURES[f]}` ({f})" for f in figures) + ".", "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_report(out: str, report: dict[str, Any], density: dict | None = None) -> str:
+    text = markdown(report, density)
     jsonio.write_json(os.path.join(out, "report.json"), report)
     with atomic_path(os.path.join(out, "report.md")) as tmp:
         pathlib.Path(tmp).write_text(text, encoding="utf-8")

@@ -44,7 +44,8 @@ def simulate_devices(n: int) -> None:
 
 
 def build_data(out: str, size: Size, seed: int = 0, *, progress: bool = True) -> dict[str, str]:
-    """Build the bundled catalog into `out/data`; the training JSONL and the held-out suite."""
+    """Build the bundled catalog into `out/data`: the training JSONL, the held-out suite and the
+    general suite (`{"train", "suite", "general"}`: their paths)."""
     from pipelines import build
     from pipelines.config import load_config
     from pipelines.export import export_jsonl
@@ -73,7 +74,39 @@ def build_data(out: str, size: Size, seed: int = 0, *, progress: bool = True) ->
     if not os.path.exists(train):
         export_jsonl(data, train, split="train", tasks=TRAIN_TASKS)
     suite = write_suite(data, os.path.join(data, "suite"), max_per_task=size.eval_per_task)
-    return {"train": train, "suite": suite}
+    return {"train": train, "suite": suite, "general": _general_suite(data, size)}
+
+
+def _general_suite(data: str, size: Size) -> str:
+    """The general suite's file: the default one (built once per machine), or at
+    `size.general_pairs` pairs per language a small one under `data`."""
+    from pipelines.general_suite import general_suite, write_general_suite
+
+    if size.general_pairs is None:
+        return general_suite()
+    path = os.path.join(data, "general-suite", "suite.json")
+    if not os.path.isfile(path):
+        n = size.general_pairs
+        write_general_suite(os.path.dirname(path), pairs_per_language=n, distractors=n,
+                            progress=False)  # fmt: skip
+    return path
+
+
+def general_suite_info(path: str) -> dict[str, Any]:
+    """What the report says of the general suite: its sources (package, version, licence), the
+    pairs sampled per language, the distractors, and why there is no STS task."""
+    from compass_jax import jsonio
+
+    spec = jsonio.read_json(path)
+    meta = spec["metadata"]
+    return {
+        "name": spec["name"],
+        "path": path,
+        "sources": [{k: s[k] for k in ("package", "version", "licence")} for s in meta["sources"]],
+        "pairs": {lang: info["sampled"] for lang, info in meta["languages"].items()},
+        "distractors": meta["distractors"],
+        "sts": meta["sts"],
+    }
 
 
 def export_both(model: str, out: str) -> dict[str, str]:
