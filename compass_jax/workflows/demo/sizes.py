@@ -60,7 +60,7 @@ SIZES = {
     # average; its sweep chose t = 0.5, which recovered 96% of the loss and kept 95% of the gain.
     "small": Size(
         1500, 32, 128, 64, 24, 24, 3, 1e-3, (0.25, 0.5, 0.75), 200, 3,
-        Density((0.0, 0.1, 0.3, 0.6), 3, 100), general_pairs=500,
+        Density((0.0, 0.3, 0.6), 3, 100), general_pairs=500,
     ),
     # One GPU or a CPU host with many cores. Not yet measured: a learning rate meant, like
     # small's, to forget enough for the merge to matter (check the forgetting row of its report).
