@@ -19,8 +19,8 @@ from compass_jax.eval.compare import family
 from compass_jax.eval.runner import MAIN_SCORE
 from compass_jax.interop import load_hf
 from compass_jax.resolve import resolve_model
-from compass_jax.workflows.demo.report import masked_shares
 from compass_jax.workflows.demo.readme import BEGIN, END
+from compass_jax.workflows.demo.report import masked_shares
 
 pytest.importorskip("tensorflow_datasets")
 
@@ -231,6 +231,7 @@ def test_bad_arguments_fail_before_any_stage_with_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
     assert not out.exists()  # nothing was started
+
 
 def test_masked_shares_table_averages_each_arm_and_task():
     step = lambda task, c, d, m, a: {"task": task, "masked_class": c, "masked_duplicate": d,
