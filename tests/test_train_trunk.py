@@ -38,9 +38,11 @@ def _batch(vocab: int, b: int = 16, length: int = 10, g: int = 2, seed: int = 0)
     n, nm = tower(b * g)
     valid = rng.random((b, g)) < 0.7
     n, nm = n * valid.reshape(-1, 1), nm * valid.reshape(-1, 1)
+    texts = lambda mask: np.where(mask.any(1), np.arange(len(mask)), -1)[:, None].astype(np.int32)
     return TrainBatch(
-        query_ids=q, query_attention_mask=qm, positive_ids=p, positive_attention_mask=pm,
-        negative_ids=n.reshape(b, g, length), negative_attention_mask=nm.reshape(b, g, length),
+        query_ids=q, query_segment_ids=qm, query_texts=texts(qm),
+        positive_ids=p, positive_segment_ids=pm, positive_texts=texts(pm),
+        negative_ids=n, negative_segment_ids=nm, negative_texts=texts(nm),
         negative_valid=valid, label=np.full(b, -1, np.int32),
         negative_label=np.full((b, g), -1, np.int32), query_hash=np.arange(b),
         positive_hash=np.arange(b) % (b // 2) + b,
@@ -127,7 +129,7 @@ def test_cached_states_are_the_trunks_and_are_recomputed_when_ids_or_params_chan
     cache = trunk.Cache(2**30)
     locked = trunk.Trunk(cfg, k, frozen, cache)
     local = _batch(cfg.vocab_size)
-    ids, mask = local.query_ids, local.query_attention_mask
+    ids, mask = local.query_ids, local.query_segment_ids
     states = locked.states({"q": (ids, mask)})["q"]
     # The oracle: the trunk run on the padded tower as it stands.
     direct = np.asarray(models.apply_trunk(cfg, params, ids, mask, k))
