@@ -196,19 +196,18 @@ def attention(
     additive bias), so that path builds the same block-diagonal mask at that shape. None and
     "xla" are the core above.
     """
+    allowed = segment_ids[:, :, None] == segment_ids[:, None, :]  # [b, l, l]: query, key
     if implementation == "cudnn":
-        allowed = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
         return jax.nn.dot_product_attention(
-            q, k, v, mask=allowed, is_causal=causal, implementation="cudnn"
+            q, k, v, mask=allowed[:, None], is_causal=causal, implementation="cudnn"
         )
     b, length, n, h = q.shape
     groups = n // k.shape[2]
     q = q.reshape(b, length, k.shape[2], groups, h)
     logits = jnp.einsum("blkgh,bmkh->bkglm", q, k, preferred_element_type=jnp.float32)
-    allowed = segment_ids[:, None, None, :, None] == segment_ids[:, None, None, None, :]
     if causal:
         allowed &= jnp.tril(jnp.ones((length, length), bool))
-    logits = jnp.where(allowed, logits * h**-0.5, jnp.finfo(jnp.float32).min)
+    logits = jnp.where(allowed[:, None, None], logits * h**-0.5, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkglm,bmkh->blkgh", probs, v, preferred_element_type=jnp.float32)
     return out.reshape(b, length, n, h).astype(v.dtype)
