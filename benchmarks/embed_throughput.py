@@ -387,7 +387,10 @@ def compare(name: str, dtype: str, texts, args, reference) -> dict[str, Any]:
 
 
 def add_peak_fractions(results: dict[str, Any], peaks: dict[str, Any]) -> None:
-    """`pct_of_peak`: each side's GFLOP/s over its framework's matmul peak for the dtype."""
+    """`pct_of_peak`: each side's GFLOP/s over its framework's matmul peak for the dtype; and
+    `ratio_ceiling_at_peak`: the ratio over the fastest peer that ours would reach if it ran
+    only the useful FLOPs (each text alone at its own length) at that peak, with nothing else
+    taking any time: what no layout or kernel of ours can beat on this machine."""
     for by_dtype in results.values():
         for dtype, result in by_dtype.items():
             if result["status"] != "ok":
@@ -396,6 +399,10 @@ def add_peak_fractions(results: dict[str, Any], peaks: dict[str, Any]) -> None:
                 for report in result[side].values():
                     report["pct_of_peak"] = round(100 * report["gflop_per_s"] / peaks[peak], 1)
                     report["peak_used"] = peak
+            ours = next(iter(result["compass_jax"].values()))
+            fastest = result["torch"][result["fastest_peer"]]
+            floor_s = ours["useful_gflop"] / peaks[ours["peak_used"]]
+            result["ratio_ceiling_at_peak"] = round(fastest["best_s"] / floor_s, 3)
 
 
 # ---------------------------------------------------------------------------------------------

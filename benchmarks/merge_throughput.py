@@ -11,7 +11,7 @@ each), as the median of per-round ratios, from the medians, and from CPU seconds
 moved by other people's load, since waiting for a CPU costs no CPU time), and from an
 idle-machine estimate: each contender's wall time on an idle machine with this many cores is at
 least its busiest thread's CPU time and at least its CPU time over the cores (the threads' CPU
-times are sampled from /proc every 5 ms); a pipeline whose threads never wait on each other
+times are sampled from /proc every 50 ms, seldom enough not to disturb a 2-core machine); a pipeline whose threads never wait on each other
 reaches that bound, so the estimate is optimistic where they do.
 
 Contention accounting: the CPU time other processes used and the hypervisor stole during the
@@ -113,7 +113,7 @@ def _thread_cpu() -> dict[str, float]:
 
 
 class ThreadCPU:
-    """Each thread's CPU seconds during a `with` block, sampled every 5 ms (threads that end
+    """Each thread's CPU seconds during a `with` block, sampled every 50 ms (threads that end
     inside the block keep their last sample). The busiest thread's CPU time bounds the wall
     time the block would take on an idle machine with enough cores, whatever the neighbours do."""
 
@@ -125,7 +125,7 @@ class ThreadCPU:
         return self
 
     def _poll(self) -> None:
-        while not self._stop.wait(0.005):
+        while not self._stop.wait(0.05):
             self._last.update(_thread_cpu())
 
     def __exit__(self, *exc) -> None:

@@ -115,13 +115,12 @@ def time_steps(args, data: str) -> dict[str, Any]:
                 f"(loss {met['loss']:.4f})"
             )
     contention = m.contention_since(start)
+    # FLOPs of the rows the steps computed (packed: fewer rows than texts), averaged over the
+    # timed batches, whose row counts differ.
+    rows = round(np.mean([b.real_tokens()[1] for b in locals_[args.warmup :]]) / args.seq)
     flops = {
         name: tr.step_flops(
-            model_cfg,
-            params,
-            seq=args.seq,
-            sequences=args.batch * 3,
-            gradcache=name.startswith("gradcache"),
+            model_cfg, params, seq=args.seq, sequences=rows, gradcache=name.startswith("gradcache")
         )
         for name in CONTENDERS
     }

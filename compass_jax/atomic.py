@@ -24,6 +24,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -119,22 +120,49 @@ def _umask() -> int:
     return mask
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary file name beside `path`; rename it onto `path` when the block succeeds."""
-    path = os.fspath(path)
+def _reserve(path: str) -> tuple[int, str]:
+    """An open descriptor and the name of a new empty temporary file beside `path`."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     _sweep_once(parent)
     fd, tmp = tempfile.mkstemp(prefix=_prefix("tmp", path), dir=parent)
-    os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
+    return fd, tmp
+
+
+@contextlib.contextmanager
+def _renamed_onto(tmp: str, path: str) -> Iterator[None]:
     try:
-        yield tmp
+        yield
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary file name beside `path`; rename it onto `path` when the block succeeds.
+    For a file this process writes itself, `atomic_open` is cheaper."""
+    path = os.fspath(path)
+    fd, tmp = _reserve(path)
+    os.close(fd)
+    with _renamed_onto(tmp, path):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator[IO]:
+    """`open(path, mode, **kwargs)` for writing, through a temporary file renamed onto `path`
+    when the block succeeds. The file is the one `mkstemp` created, never reopened: reopening
+    it for writing truncates it, and ext4 flushes a file truncated to zero when it is closed
+    (`auto_da_alloc`), which cost a 1 GB merge a third of its time."""
+    if not mode.startswith("w"):
+        raise ValueError(f"atomic_open writes a new file; mode {mode!r} is not a 'w' mode")
+    path = os.fspath(path)
+    fd, tmp = _reserve(path)
+    with _renamed_onto(tmp, path), open(fd, mode, **kwargs) as f:
+        yield f
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from compass_jax.atomic import atomic_path
+from compass_jax.atomic import atomic_open
 
 
 class JSONFileError(ValueError):
@@ -68,7 +68,7 @@ def write_json(path: str | os.PathLike, value: Any, *, indent: int | None = 1) -
     """Write `value` as strict JSON to `path`, atomically (a trailing newline included)."""
     path = os.fspath(path)
     text = dumps(value, indent=indent, where=os.path.basename(path))
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text + "\n")
 
 
@@ -76,7 +76,7 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
     """Write one strict-JSON line per record to `path`, atomically; returns the count."""
     path = os.fspath(path)
     name, count = os.path.basename(path), 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:
         for count, record in enumerate(records, start=1):
             f.write(dumps(record, where=f"{name}:{count}") + "\n")
     return count

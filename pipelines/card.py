@@ -6,7 +6,7 @@ pieces; the card is written with sorted keys, so equal counts give equal bytes."
 from __future__ import annotations
 
 from compass_jax import jsonio
-from compass_jax.atomic import atomic_path
+from compass_jax.atomic import atomic_open
 from pipelines.tasks import TASKS
 from pipelines.tfds_io import sort_keys
 
@@ -82,6 +82,6 @@ def write_card(root: str, cfg, labels: dict, reports: dict, counts: dict) -> dic
         }
     )
     jsonio.write_json(f"{root}/card.json", card)
-    with atomic_path(f"{root}/card.md") as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(f"{root}/card.md", "w", encoding="utf-8") as f:
         f.write(markdown(card, labels))
     return card

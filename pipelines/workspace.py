@@ -17,13 +17,13 @@ import os
 import numpy as np
 
 from compass_jax import jsonio
-from compass_jax.atomic import atomic_path
+from compass_jax.atomic import atomic_open
 from compass_jax.configio import to_json
 from pipelines.config import BuildConfig
 
 
 def dump_npz(path: str, **arrays) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
 
 

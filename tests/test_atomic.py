@@ -94,3 +94,24 @@ def test_check_writable_names_what_is_wrong(tmp_path):
         (tmp_path / "ro").mkdir(mode=0o555)
         with pytest.raises(PermissionError, match="cannot write in"):
             atomic.check_writable(tmp_path / "ro" / "out.npy")
+
+
+def test_atomic_open_writes_through_the_reserved_file_and_keeps_the_old_result_on_error(tmp_path):
+    target = tmp_path / "out.bin"
+    with atomic.atomic_open(target, "wb") as f:
+        # The descriptor mkstemp opened, not a reopened name: reopening for writing truncates,
+        # and ext4 flushes files truncated to zero when they are closed.
+        assert isinstance(f.name, int)
+        f.write(b"first")
+        assert not target.exists()  # nothing at the target before the block succeeds
+    assert target.read_bytes() == b"first"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    with pytest.raises(RuntimeError), atomic.atomic_open(target, "w", encoding="utf-8") as f:
+        f.write("second")
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"first"
+    assert os.listdir(tmp_path) == ["out.bin"]  # no temporary left behind
+    with pytest.raises(ValueError, match="not a 'w' mode"), atomic.atomic_open(target, "ab"):
+        pass

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from compass_jax import jsonio
-from compass_jax.atomic import atomic_path
+from compass_jax.atomic import atomic_open
 
 REPORT_JSON, REPORT_MD = "fp8_report.json", "fp8_report.md"
 
@@ -63,8 +63,5 @@ def markdown(report: Mapping[str, Any], heading: str = "#") -> str:
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
     """`fp8_report.json` (strict JSON) and `fp8_report.md` in `out_dir`, each written atomically."""
     jsonio.write_json(os.path.join(out_dir, REPORT_JSON), report, indent=2)
-    with (
-        atomic_path(os.path.join(out_dir, REPORT_MD)) as tmp,
-        open(tmp, "w", encoding="utf-8") as f,
-    ):
+    with atomic_open(os.path.join(out_dir, REPORT_MD), "w", encoding="utf-8") as f:
         f.write(markdown(report))

@@ -23,7 +23,7 @@ import ml_dtypes
 import numpy as np
 
 from compass_jax import jsonio
-from compass_jax.atomic import atomic_path
+from compass_jax.atomic import atomic_open
 
 DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype(np.float64),
@@ -214,7 +214,7 @@ def save_file(
         offset += array.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # data aligned to 8 bytes, as the reference writer does
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for array in tensors.values():
@@ -301,8 +301,7 @@ class SafetensorsWriter:
     def __enter__(self) -> SafetensorsWriter:
         raw = self._header()
         with self._stack:
-            tmp = self._stack.enter_context(atomic_path(self.path))
-            file = self._stack.enter_context(open(tmp, "wb", buffering=0))
+            file = self._stack.enter_context(atomic_open(self.path, "wb", buffering=0))
             self._fd = file.fileno()
             self._start = _pwrite(self._fd, struct.pack("<Q", len(raw)) + raw, 0)
             self._stack = self._stack.pop_all()

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from compass_jax.atomic import atomic_path, check_writable
+from compass_jax.atomic import atomic_open, check_writable
 from compass_jax.encoder import Encoder
 from compass_jax.resolve import resolve
 from compass_jax.textio import read_texts
@@ -50,7 +50,7 @@ def embed_file(
         progress=progress,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    with atomic_path(output_path) as tmp, open(tmp, "wb") as f:
+    with atomic_open(output_path, "wb") as f:
         np.save(f, vectors)
     return {
         "output": output_path,

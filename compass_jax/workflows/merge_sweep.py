@@ -26,7 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from compass_jax import jsonio
-from compass_jax.atomic import atomic_path
+from compass_jax.atomic import atomic_open, atomic_path
 from compass_jax.eval import load_suite
 from compass_jax.eval.model_scores import SuiteScores
 from compass_jax.merge import MergeError, check_t, load_rules, parse_rules
@@ -217,7 +217,7 @@ def plot(result: Mapping[str, Any], path: str) -> None:
 def write_results(result: Mapping[str, Any], out_dir: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
     jsonio.write_json(os.path.join(out_dir, "sweep.json"), result)
-    with atomic_path(os.path.join(out_dir, "sweep.md")) as tmp, open(tmp, "w") as f:
+    with atomic_open(os.path.join(out_dir, "sweep.md"), "w") as f:
         f.write(markdown_table(result))
     plot(result, os.path.join(out_dir, "sweep.png"))
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from compass_jax import jsonio
-from compass_jax.atomic import atomic_path
+from compass_jax.atomic import atomic_open, atomic_path
 from compass_jax.eval.compare import family
 from compass_jax.workflows.demo.sizes import CLASS_TASKS, Size
 from compass_jax.workflows.demo.stages import Stages
@@ -111,7 +111,7 @@ def run_density(
         "seconds": round(time.perf_counter() - stages.start, 1),
     }
     jsonio.write_json(os.path.join(root, "density.json"), result)
-    with atomic_path(os.path.join(root, "density.md")) as tmp, open(tmp, "w") as f:
+    with atomic_open(os.path.join(root, "density.md"), "w") as f:
         f.write("\n".join(density_markdown(result)))
     plot_density(result, os.path.join(root, "density.png"))
     return result
