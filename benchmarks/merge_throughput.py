@@ -11,8 +11,9 @@ each), as the median of per-round ratios, from the medians, and from CPU seconds
 moved by other people's load, since waiting for a CPU costs no CPU time), and from an
 idle-machine estimate: each contender's wall time on an idle machine with this many cores is at
 least its busiest thread's CPU time and at least its CPU time over the cores (the threads' CPU
-times are sampled from /proc every 50 ms, seldom enough not to disturb a 2-core machine); a pipeline whose threads never wait on each other
-reaches that bound, so the estimate is optimistic where they do.
+times are sampled from /proc every 50 ms: every 5 ms slowed the merge on a 2-core machine); a
+pipeline whose threads never wait on each other reaches that bound, so the estimate is
+optimistic where they do.
 
 Contention accounting: the CPU time other processes used and the hypervisor stole during the
 rounds (`benchmarks/_machine.py`), the CPU pressure (Linux PSI: the share of the time some
