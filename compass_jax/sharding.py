@@ -77,3 +77,12 @@ def param_shardings(
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Examples split over every device of the mesh (both axes), features replicated."""
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def addressable_rows(s: NamedSharding, shape: tuple[int, ...]) -> np.ndarray:
+    """The rows (indices along axis 0) of a global array of `shape` laid out by `s` that this
+    process's devices hold, sorted."""
+    rows: set[int] = set()
+    for index in s.addressable_devices_indices_map(shape).values():
+        rows.update(range(*index[0].indices(shape[0])))
+    return np.fromiter(sorted(rows), np.int64, len(rows))

@@ -286,14 +286,27 @@ class TrainSetup:
 
     def trunk_states(self, spec: StepSpec, host: TrainBatch) -> dict[str, jax.Array]:
         """The locked trunk's states of each tower of the global batch `host` (host arrays,
-        which every process holds whole), as global arrays laid out like the batch."""
+        which every process holds whole), as global arrays laid out like the batch. Each
+        process computes the states of the rows its own devices hold only."""
         if self.locked is None:
             frozen = trunk.host_params(optim.split_trainable(spec.optim, self.state["params"])[1])
             self.locked = trunk.Trunk(spec.model, spec.trunk, frozen, self.trunk_cache)
-        towers = {n: (ids, seg) for n, (ids, seg, _) in _towers(host).items()}
-        hidden = self.locked.states(jax.tree.map(np.asarray, towers))
         rows = sharding.batch_sharding(self.mesh)
-        return {name: place(value, rows) for name, value in hidden.items()}
+        towers = {
+            n: (np.asarray(ids), np.asarray(seg)) for n, (ids, seg, _) in _towers(host).items()
+        }
+        mine = {n: sharding.addressable_rows(rows, ids.shape) for n, (ids, _) in towers.items()}
+        hidden = self.locked.states(
+            {n: (ids[mine[n]], seg[mine[n]]) for n, (ids, seg) in towers.items()}
+        )
+        out = {}
+        for name, (ids, _) in towers.items():
+            if len(mine[name]) == len(ids):
+                out[name] = hidden[name]
+                continue
+            out[name] = np.zeros((*ids.shape, spec.model.hidden_size), hidden[name].dtype)
+            out[name][mine[name]] = hidden[name]  # other processes' rows: zeros `place` never reads
+        return {name: place(value, rows) for name, value in out.items()}
 
     def compile(self, spec: StepSpec, batch: TrainBatch, hidden=None) -> Any:
         """The compiled step of `spec` for `batch`'s shapes (arrays or ShapeDtypeStructs).

@@ -182,3 +182,69 @@ def test_a_resumed_locked_run_equals_an_uninterrupted_one(tmp_path):
     _, b, _, _ = checkpoint.load_checkpoint_params(tmp_path / "resumed")
     for path, value in tree.flatten(a).items():
         np.testing.assert_array_equal(tree.flatten(b)[path], value, err_msg=path)
+
+
+_TWO_PROCESS_STEP = """
+import sys
+import jax
+
+port, pid, src, tests = sys.argv[1:5]
+sys.path.insert(0, tests)
+jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(pid))
+from test_train_trunk import _batch, _setup
+from compass_jax import sharding, train
+from compass_jax.interop import load_hf
+
+cfg, params = load_hf(src)
+mesh = sharding.make_mesh(2, 4)  # 4 devices per process: each holds half the batch's rows
+training = _setup(cfg, params, mesh)
+local = _batch(cfg.vocab_size)
+batch = jax.tree.map(lambda x: train.place(x, sharding.batch_sharding(mesh)), local)
+m = training.run(training.specs["default"], batch, host=local)
+print("RESULT", float(m["loss"]), float(m["grad_norm"]), training.trunk_cache.misses, flush=True)
+"""
+
+
+def test_two_processes_each_compute_the_trunk_of_their_own_rows(tmp_path):
+    """Multi-host: each process runs the trunk on the texts of the rows its devices hold (not
+    the whole global batch), and the step's loss and gradient norm equal one process's."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    src = save(randomize(bert(), seed=3), tmp_path / "bert")
+    cfg, params = load_hf(src)
+    training = _setup(cfg, params, sharding.make_mesh(2, 4))
+    local = _batch(cfg.vocab_size)
+    single = training.run(
+        training.specs["default"], jax.device_put(local, train.batch_shardings(training.mesh))
+    )
+    towers = [(local.query_ids, local.query_segment_ids),
+              (local.positive_ids, local.positive_segment_ids),
+              (local.negative_ids, local.negative_segment_ids)]  # fmt: skip
+    whole = len({tuple(t) for ids, seg in towers for t in trunk.texts(ids, seg)})
+    port = str(20000 + (os.getpid() + 11) % 20000)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}  # fmt: skip
+    script = tmp_path / "step2.py"
+    script.write_text(_TWO_PROCESS_STEP)
+    tests = str(pathlib.Path(__file__).parent)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), port, str(i), str(src), tests],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
+    logs = [p.communicate(timeout=600)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    results = [line.split()[1:] for log in logs for line in log.splitlines() if "RESULT" in line]
+    assert len(results) == 2, logs
+    for loss, grad_norm, misses in results:
+        np.testing.assert_allclose(float(loss), float(single["loss"]), rtol=1e-5)
+        np.testing.assert_allclose(float(grad_norm), float(single["grad_norm"]), rtol=1e-5)
+        assert int(misses) < 0.75 * whole  # about half the texts, not all of them
+    assert sum(int(m) for _, _, m in results) >= whole

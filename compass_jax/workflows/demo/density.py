@@ -60,20 +60,29 @@ def _masked_class(workdir: str) -> float:
 
 
 def run_density(
-    out: str, size: Size, base: str, train_path: str, suite, cache_dir: str, *, seed: int = 0
+    out: str,
+    size: Size,
+    base: str,
+    train_path: str,
+    suite,
+    cache_dir: str,
+    *,
+    seed: int = 0,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Train and score every (share, seed, arm) under `out/cam-density` (resuming), and write
-    `density.json`, `density.md` and `density.png` there; returns the result."""
+    `density.json`, `density.md` and `density.png` there; returns the result. `progress`:
+    progress bars."""
     from compass_jax.eval.bootstrap import seed_spread
     from compass_jax.eval.model_scores import SuiteScores
 
     d, root = size.density, os.path.join(out, "cam-density")
     trained = experiment_size(size)
-    scores = SuiteScores({"classes": class_suite(suite)}, cache_dir=cache_dir)
+    scores = SuiteScores({"classes": class_suite(suite)}, cache_dir=cache_dir, progress=progress)
     stages, results, masked = Stages(), {}, {}
 
     def train_and_score(cfg, workdir: str) -> dict:
-        train(cfg, workdir)
+        train(cfg, workdir, progress=progress)
         return scores.results(workdir)["classes"]
 
     for share in d.shares:

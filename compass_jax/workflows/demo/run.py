@@ -123,7 +123,7 @@ def run_demo(
         density = stages.run(
             "CAM-density experiment",
             lambda: run_density(out, size, base, paths["train"], suites["domain"], cache,
-                                seed=seed),
+                                seed=seed, progress=progress),
         )  # fmt: skip
     reporting.plot_training(histories, os.path.join(out, "training.png"))
 
