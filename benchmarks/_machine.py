@@ -188,6 +188,18 @@ def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 4)
 
 
+def paired_ratio_ci95(a: Sequence[float], b: Sequence[float]) -> list[float] | None:
+    """95% interval of the ratio a / b from per-round pairs: a t-interval on the log ratios
+    (rounds are few; their ratios vary by a few percent). None with fewer than 2 rounds."""
+    from scipy import stats
+
+    logs = np.log(np.asarray(a, float) / np.asarray(b, float))
+    if len(logs) < 2:
+        return None
+    half = stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+    return [round(float(np.exp(logs.mean() + sign * half)), 4) for sign in (-1, 1)]
+
+
 def summarize(times: Sequence[float]) -> dict[str, Any]:
     return {
         "median_s": round(statistics.median(times), 4),

@@ -328,29 +328,15 @@ print("RESULT", pid, result)
 def test_two_processes_export_like_one(tiny_dirs, tmp_path):
     """Multi-host: params sharded across 2 processes (not addressable from either) are gathered
     tensor by tensor and written by process 0 alone, identical to a 1-process export."""
-    import subprocess
-    import sys
+    from processes import run_processes
 
     src = tiny_dirs["qwen3"]
     cfg, params = load_hf(src)
     single = save_hf(cfg, params, tmp_path / "single", tokenizer_from=src, max_shard_size="40KB")
-    port = str(20000 + (os.getpid() + 7) % 20000)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}  # fmt: skip
     script = tmp_path / "export2.py"
     script.write_text(_TWO_PROCESS_EXPORT)
     out = tmp_path / "multi"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), port, str(i), str(src), str(out)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for i in range(2)
-    ]
-    logs = [p.communicate(timeout=300)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs
+    logs = run_processes(str(script), [str(src), str(out)], devices=2)
     assert f"RESULT 0 {out}" in logs[0] and "RESULT 1 None" in logs[1]
     files = sorted(p.relative_to(single) for p in single.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())

@@ -208,10 +208,9 @@ print("RESULT", float(m["loss"]), float(m["grad_norm"]), training.trunk_cache.mi
 def test_two_processes_each_compute_the_trunk_of_their_own_rows(tmp_path):
     """Multi-host: each process runs the trunk on the texts of the rows its devices hold (not
     the whole global batch), and the step's loss and gradient norm equal one process's."""
-    import os
     import pathlib
-    import subprocess
-    import sys
+
+    from processes import run_processes
 
     src = save(randomize(bert(), seed=3), tmp_path / "bert")
     cfg, params = load_hf(src)
@@ -224,23 +223,9 @@ def test_two_processes_each_compute_the_trunk_of_their_own_rows(tmp_path):
               (local.positive_ids, local.positive_segment_ids),
               (local.negative_ids, local.negative_segment_ids)]  # fmt: skip
     whole = len({tuple(t) for ids, seg in towers for t in trunk.texts(ids, seg)})
-    port = str(20000 + (os.getpid() + 11) % 20000)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}  # fmt: skip
     script = tmp_path / "step2.py"
     script.write_text(_TWO_PROCESS_STEP)
-    tests = str(pathlib.Path(__file__).parent)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), port, str(i), str(src), tests],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for i in range(2)
-    ]
-    logs = [p.communicate(timeout=600)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs
+    logs = run_processes(str(script), [str(src), str(pathlib.Path(__file__).parent)], devices=4)
     results = [line.split()[1:] for log in logs for line in log.splitlines() if "RESULT" in line]
     assert len(results) == 2, logs
     for loss, grad_norm, misses in results:
