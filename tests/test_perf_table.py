@@ -48,5 +48,5 @@ def test_missing_reports_are_said_and_the_readme_block_is_replaced(tmp_path):
     assert "no report" in text and "pending: no GPU run yet" in text
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{perf_table.BEGIN}\nold\n{perf_table.END}\ntail\n")
-    perf_table.update_readme(readme, text)
+    perf_table.replace_block(str(readme), text, perf_table.BEGIN, perf_table.END)
     assert readme.read_text() == f"# x\n{perf_table.BEGIN}\n{text}{perf_table.END}\ntail\n"

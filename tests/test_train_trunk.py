@@ -12,7 +12,7 @@ from tiny import bert, qwen3, randomize, save
 from train_fixtures import make_model_dir, make_pairs, tiny_config
 
 from compass_jax import models, optim, sharding, train, trainer, tree, trunk
-from compass_jax.data.batch import TrainBatch
+from compass_jax.data.batch import TOWERS, TrainBatch
 from compass_jax.experiment import MeshConfig, TrainConfig
 from compass_jax.interop import load_hf
 from compass_jax.optim import OptimConfig
@@ -219,9 +219,7 @@ def test_two_processes_each_compute_the_trunk_of_their_own_rows(tmp_path):
     single = training.run(
         training.specs["default"], jax.device_put(local, train.batch_shardings(training.mesh))
     )
-    towers = [(local.query_ids, local.query_segment_ids),
-              (local.positive_ids, local.positive_segment_ids),
-              (local.negative_ids, local.negative_segment_ids)]  # fmt: skip
+    towers = [local.tower(name)[:2] for name in TOWERS]
     whole = len({tuple(t) for ids, seg in towers for t in trunk.texts(ids, seg)})
     script = tmp_path / "step2.py"
     script.write_text(_TWO_PROCESS_STEP)
