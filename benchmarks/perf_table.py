@@ -17,7 +17,6 @@ import argparse
 import json
 import pathlib
 import re
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -199,7 +198,7 @@ def main() -> None:
         try:
             replace_block(args.readme, block, BEGIN, END)
         except ValueError as e:
-            sys.exit(str(e))
+            parser.error(str(e))  # one line, exit status 2
 
 
 if __name__ == "__main__":
